@@ -1,0 +1,1 @@
+"""The ``numbaconv`` command line (installed as the importable package ``numbaconv_cli``)."""
