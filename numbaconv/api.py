@@ -1,0 +1,402 @@
+"""Public compute API: arguments -> ConvSpec -> plan -> packed weights -> kernel.
+
+Names, arguments and results follow ``torch.nn.functional`` where PyTorch has the function.  Arrays are
+NumPy (float32 or float64); weights are always in PyTorch order (C_out, C_in/groups, *kernel), transposed
+(C_in, C_out/groups, *kernel).  Activations are channels-first unless ``layout`` says channels-last
+("NLC", "NHWC", "NDHWC" or "channels_last").  An unbatched input (C, *spatial) is accepted as PyTorch does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import dispatch, packing
+from .kernels.cpu import layout as cpu_layout
+from .kernels.cpu.depthwise import conv_depthwise
+from .kernels.cpu.direct import conv_direct
+from .kernels.cpu.transposed import conv_transposed
+from .kernels.index import PADDING_MODE_CODES
+from .spec import ConvSpec, ConvSpecError
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+# ---- argument checks at the API edge -----------------------------------------------------------------
+def _check_array(value: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} is a GPU array; pass device='cuda' (or keep every array on the GPU)")
+    array = np.asarray(value)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(f"{name} has dtype {array.dtype} but the input is {dtype}; convert one of them")
+    return array
+
+
+def channels_last(layout: str | None) -> bool:
+    """True for a channels-last layout name, False for channels-first (None is channels-first)."""
+    if layout is None:
+        return False
+    name = str(layout).upper()
+    if name in ("CHANNELS_LAST", "NLC", "NHWC", "NDHWC"):
+        return True
+    if name in ("CHANNELS_FIRST", "NCL", "NCHW", "NCDHW"):
+        return False
+    raise ValueError(f"layout must be NCL/NCHW/NCDHW, NLC/NHWC/NDHWC, 'channels_first' or 'channels_last', "
+                     f"got {layout!r}")
+
+
+def _batched(x: np.ndarray, ndim: int, last: bool) -> tuple[np.ndarray, bool]:
+    """Add a batch dim to an unbatched input; say whether one was added."""
+    if x.ndim == ndim + 1:
+        return x[None], True
+    if x.ndim != ndim + 2:
+        order = f"(N, {_SPATIAL_NAMES[ndim]}, C)" if last else f"(N, C, {_SPATIAL_NAMES[ndim]})"
+        raise ConvSpecError(f"input must have shape {order} for a {ndim}D convolution "
+                            f"(or be unbatched), got {x.shape}")
+    return x, False
+
+
+def _channels_first_shape(shape: tuple[int, ...], last: bool) -> tuple[int, ...]:
+    return (shape[0], shape[-1], *shape[1:-1]) if last else tuple(shape)
+
+
+def _to_5d_channels_first(x: np.ndarray) -> np.ndarray:
+    return x.reshape(x.shape[:2] + (1,) * (5 - x.ndim) + x.shape[2:])
+
+
+def _to_5d_channels_last(x: np.ndarray) -> np.ndarray:
+    return x.reshape(x.shape[:1] + (1,) * (5 - x.ndim) + x.shape[1:])
+
+
+def _pad3(values: tuple[int, ...], fill: int) -> tuple[int, int, int]:
+    return (fill,) * (3 - len(values)) + tuple(values)
+
+
+# ---- prepared convolution ----------------------------------------------------------------------------
+class PreparedConv:
+    """A convolution with its weights validated and packed once, for repeated calls.
+
+    ``prepared(x)`` computes the convolution of ``spec`` on x of shape (N, C_in, *spatial) (or
+    channels-last with ``layout``), returning (N, C_out, *out_spatial) in the same layout and dtype.
+    ``shuffle_groups`` applies a ShuffleNet channel shuffle to the output inside the final copy.
+    """
+
+    def __init__(self, spec: ConvSpec, weight: Any, bias: Any = None, shuffle_groups: int = 0,
+                 kernel: str | None = None):
+        weight = _check_array(weight, "weight")
+        if tuple(weight.shape) != spec.weight_shape:
+            what = "(C_in, C_out/groups, *kernel)" if spec.transposed else "(C_out, C_in/groups, *kernel)"
+            raise ConvSpecError(f"weight must have shape {what} = {spec.weight_shape} for in_channels="
+                                f"{spec.in_channels}, groups={spec.groups}; got {tuple(weight.shape)}")
+        if bias is not None:
+            bias = _check_array(bias, "bias", weight.dtype)
+            if bias.shape != (spec.out_channels,):
+                raise ConvSpecError(f"bias must have shape (C_out,) = ({spec.out_channels},), got {bias.shape}")
+        if shuffle_groups and spec.out_channels % shuffle_groups:
+            raise ConvSpecError(f"shuffle groups={shuffle_groups} does not divide out_channels={spec.out_channels}")
+        self.spec = spec
+        self.dtype = weight.dtype
+        self.kernel, self.reason = dispatch.choose_kernel(spec, kernel)
+        if self.kernel == "depthwise":
+            self.packed = packing.pack_depthwise(spec, weight)
+        else:
+            self.packed = packing.pack_grouped(spec, weight)
+        self.bias = np.ascontiguousarray(bias) if bias is not None else np.zeros(0, weight.dtype)
+        self.shuffle_groups = shuffle_groups
+        channels = spec.out_channels
+        self.channel_of = (cpu_layout.shuffle_destinations(channels, shuffle_groups) if shuffle_groups
+                           else np.arange(channels, dtype=np.int64))
+
+    def __repr__(self) -> str:
+        return f"PreparedConv({self.spec}, kernel={self.kernel!r}, dtype={self.dtype})"
+
+    def output_shape(self, input_shape: tuple[int, ...], layout: str | None = None) -> tuple[int, ...]:
+        last = channels_last(layout)
+        out = self.spec.output_shape(_channels_first_shape(tuple(input_shape), last))
+        return (out[0], *out[2:], out[1]) if last else out
+
+    def __call__(self, x: Any, layout: str | None = None, out: np.ndarray | None = None,
+                 device: str = "auto") -> np.ndarray:
+        backend, _ = dispatch.choose_backend(device, hasattr(x, "__cuda_array_interface__")
+                                             and not isinstance(x, np.ndarray))
+        if backend == "cuda":
+            from .cuda_api import run_prepared_cuda
+            return run_prepared_cuda(self, x, layout, out)
+        if hasattr(x, "copy_to_host"):
+            x = x.copy_to_host()
+        x = _check_array(x, "input", self.dtype)
+        last = channels_last(layout)
+        x, unbatched = _batched(x, self.spec.ndim, last)
+        result = self._run(x, last, out if not unbatched else None)
+        if unbatched:
+            result = result[0]
+            if out is not None:
+                _check_out(out, result.shape, self.dtype)
+                out[...] = result
+                return out
+        return result
+
+    # The CPU path: one channels-last padded copy in, the kernel, one copy to the caller's layout out.
+    def _run(self, x: np.ndarray, last: bool, out: np.ndarray | None) -> np.ndarray:
+        spec = self.spec
+        bound = spec.bind(_channels_first_shape(x.shape, last))
+        n, c_out, out_spatial = bound.batch, spec.out_channels, bound.out_spatial
+        result_shape = (n, *out_spatial, c_out) if last else (n, c_out, *out_spatial)
+        if out is not None:
+            _check_out(out, result_shape, self.dtype)
+        result = out if out is not None else np.empty(result_shape, self.dtype)
+        if n == 0 or result.size == 0:
+            return result
+        pad_before = (0,) * spec.ndim if spec.transposed else bound.pad_before
+        pad_after = (0,) * spec.ndim if spec.transposed else bound.pad_after
+        xin = self._channels_last_padded(x, last, _pad3(pad_before, 0), _pad3(pad_after, 0))
+        out_cl_shape = (n, *_pad3(out_spatial, 1), c_out)
+        direct_out = last and not self.shuffle_groups
+        y = _to_5d_channels_last(result) if direct_out else np.empty(out_cl_shape, self.dtype)
+        s = _pad3(spec.stride, 1)
+        d = _pad3(spec.dilation, 1)
+        if self.kernel == "depthwise":
+            conv_depthwise(xin, self.packed, self.bias, y, *s, *d)
+        elif self.kernel == "transposed":
+            conv_transposed(xin, self.packed, self.bias, y, *s, *_pad3(bound.pad_before, 0), *d)
+        else:
+            conv_direct(xin, self.packed, self.bias, y, *s, *d)
+        if direct_out:
+            return result
+        if last:
+            cpu_layout.permute_channels_last(y, _to_5d_channels_last(result), self.channel_of)
+        else:
+            cpu_layout.channels_last_to_first(y, _to_5d_channels_first(result), self.channel_of)
+        return result
+
+    def _channels_last_padded(self, x: np.ndarray, last: bool, before: tuple, after: tuple) -> np.ndarray:
+        mode = PADDING_MODE_CODES[self.spec.padding_mode]
+        padded = any(before) or any(after)
+        if last:
+            x5 = np.ascontiguousarray(_to_5d_channels_last(x))
+            return _pad_channels_last(x5, before, after, mode) if padded else x5
+        x5 = _to_5d_channels_first(x)
+        spatial = x5.shape[2:]
+        if padded and mode != 0:  # non-zero modes: plain copy first, then the padding pass remaps indices
+            plain = np.empty((x5.shape[0], *spatial, x5.shape[1]), x.dtype)
+            cpu_layout.channels_first_to_last(x5, plain, 0, 0, 0)
+            return _pad_channels_last(plain, before, after, mode)
+        shape = (x5.shape[0], *(v + b + a for v, b, a in zip(spatial, before, after)), x5.shape[1])
+        out = np.zeros(shape, x.dtype) if padded else np.empty(shape, x.dtype)
+        cpu_layout.channels_first_to_last(x5, out, *before)
+        return out
+
+
+def _pad_channels_last(x5: np.ndarray, before: tuple, after: tuple, mode: int) -> np.ndarray:
+    shape = (x5.shape[0], *(v + b + a for v, b, a in zip(x5.shape[1:4], before, after)), x5.shape[4])
+    out = np.empty(shape, x5.dtype)
+    cpu_layout.pad_channels_last(x5, out, *before, mode)
+    return out
+
+
+def _check_out(out: np.ndarray, shape: tuple, dtype: np.dtype) -> None:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out must have shape {tuple(shape)} and dtype {dtype}, got {out.shape} {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+
+
+def prepare(spec: ConvSpec, weight: Any, bias: Any = None, shuffle_groups: int = 0,
+            kernel: str | None = None) -> PreparedConv:
+    """Validate and pack ``weight`` (PyTorch order, ``spec.weight_shape``) once for repeated calls."""
+    return PreparedConv(spec, weight, bias, shuffle_groups, kernel)
+
+
+# ---- torch.nn.functional-style entry points -----------------------------------------------------------
+def _input_channels(x: Any, ndim: int, layout: str | None) -> int:
+    shape = np.shape(x)
+    if len(shape) not in (ndim + 1, ndim + 2):
+        order = f"(N, {_SPATIAL_NAMES[ndim]}, C)" if channels_last(layout) else f"(N, C, {_SPATIAL_NAMES[ndim]})"
+        raise ConvSpecError(f"input must have shape {order} for a {ndim}D convolution (or be unbatched), got "
+                            f"{tuple(shape)}")
+    if channels_last(layout):
+        return shape[-1]
+    return shape[1] if len(shape) == ndim + 2 else shape[0]
+
+
+def _weight_shape(weight: Any, ndim: int) -> tuple[int, ...]:
+    shape = tuple(np.shape(weight))
+    if len(shape) != ndim + 2:
+        raise ConvSpecError(f"weight must have {ndim + 2} dims (C_out, C_in/groups, {_SPATIAL_NAMES[ndim]}) for a "
+                            f"{ndim}D convolution, got shape {shape}")
+    return shape
+
+
+def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, device, out,
+          shuffle_groups=0):
+    w_shape = _weight_shape(weight, ndim)
+    spec = ConvSpec(ndim, _input_channels(x, ndim, layout), w_shape[0], w_shape[2:], stride, padding, dilation,
+                    groups, bias is not None, padding_mode)
+    return PreparedConv(spec, weight, bias, shuffle_groups)(x, layout, out, device)
+
+
+def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, device, out):
+    w_shape = _weight_shape(weight, ndim)
+    spec = ConvSpec(ndim, _input_channels(x, ndim, layout), w_shape[1] * groups, w_shape[2:], stride, padding,
+                    dilation, groups, bias is not None, "zeros", True, output_padding)
+    return PreparedConv(spec, weight, bias)(x, layout, out, device)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", layout=None,
+           device="auto", out=None):
+    """1D convolution.  x (N, C_in, L), weight (C_out, C_in/groups, k), bias (C_out,) -> (N, C_out, L_out).
+
+    L_out = floor((L + 2p - d(k-1) - 1)/s) + 1; padding also 'same' or 'valid'.  layout="NLC" for (N, L, C).
+    """
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, device, out)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", layout=None,
+           device="auto", out=None):
+    """2D convolution.  x (N, C_in, H, W), weight (C_out, C_in/groups, kh, kw) -> (N, C_out, H_out, W_out).
+
+    H_out = floor((H + 2p - d(kh-1) - 1)/s) + 1, likewise W_out; padding also 'same', 'valid' or per-side
+    pairs; padding_mode zeros, reflect, replicate or circular.  layout="NHWC" takes and returns channels-last.
+    """
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, device, out)
+
+
+def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", layout=None,
+           device="auto", out=None):
+    """3D convolution.  x (N, C_in, D, H, W), weight (C_out, C_in/groups, kd, kh, kw) -> (N, C_out, D', H', W')."""
+    return _conv(3, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, device, out)
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     layout=None, device="auto", out=None):
+    """Transposed 1D convolution.  x (N, C_in, L), weight (C_in, C_out/groups, k) -> (N, C_out, L_out).
+
+    L_out = (L-1)s - 2p + d(k-1) + output_padding + 1.
+    """
+    return _conv_transpose(1, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, device, out)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     layout=None, device="auto", out=None):
+    """Transposed 2D convolution.  x (N, C_in, H, W), weight (C_in, C_out/groups, kh, kw) -> (N, C_out, H', W').
+
+    H' = (H-1)s - 2p + d(kh-1) + output_padding + 1, likewise W'.
+    """
+    return _conv_transpose(2, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, device, out)
+
+
+def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     layout=None, device="auto", out=None):
+    """Transposed 3D convolution.  x (N, C_in, D, H, W), weight (C_in, C_out/groups, kd, kh, kw)."""
+    return _conv_transpose(3, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, device, out)
+
+
+def depthwise_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, padding_mode="zeros", layout=None,
+                     device="auto", out=None):
+    """Depthwise 2D convolution with channel multiplier m.
+
+    x (N, C, H, W), weight (C*m, 1, kh, kw), bias (C*m,) -> (N, C*m, H_out, W_out); output channel c*m + j
+    filters input channel c (PyTorch's conv2d with groups=C).
+    """
+    channels = _input_channels(x, 2, layout)
+    w_shape = _weight_shape(weight, 2)
+    if w_shape[1] != 1 or w_shape[0] % channels:
+        raise ConvSpecError(f"depthwise weight must have shape (C*m, 1, kh, kw) with C={channels} input channels, "
+                            f"got {w_shape}")
+    return _conv(2, x, weight, bias, stride, padding, dilation, channels, padding_mode, layout, device, out)
+
+
+def channel_shuffle(x, groups, layout=None):
+    """ShuffleNet channel shuffle: (N, C, *spatial) viewed as (N, g, C/g, ...), the two swapped, flattened.
+
+    Returns a new array of the same shape (channels-last with ``layout``).
+    """
+    x = _check_array(x, "input")
+    last = channels_last(layout)
+    if x.ndim < 3:
+        raise ConvSpecError(f"input must have shape (N, C, *spatial), got {x.shape}")
+    channels = x.shape[-1] if last else x.shape[1]
+    groups = int(groups)
+    if groups < 1 or channels % groups:
+        raise ConvSpecError(f"groups={groups} does not divide channels={channels}")
+    if x.ndim > 5:
+        raise ConvSpecError(f"input must have 1 to 3 spatial dims, got shape {x.shape}")
+    result = np.empty(x.shape, x.dtype)
+    destination = cpu_layout.shuffle_destinations(channels, groups)
+    if x.size == 0:
+        return result
+    if last:
+        cpu_layout.permute_channels_last(np.ascontiguousarray(_to_5d_channels_last(x)), _to_5d_channels_last(result),
+                                         destination)
+    else:
+        cf = _to_5d_channels_first(x)
+        cl = np.empty((cf.shape[0], *cf.shape[2:], cf.shape[1]), x.dtype)
+        cpu_layout.channels_first_to_last(cf, cl, 0, 0, 0)
+        cpu_layout.channels_last_to_first(cl, _to_5d_channels_first(result), destination)
+    return result
+
+
+def shuffled_grouped_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                            padding_mode="zeros", layout=None, device="auto", out=None):
+    """Grouped 2D convolution followed by a channel shuffle by ``groups``, the shuffle folded into the output copy.
+
+    x (N, C_in, H, W), weight (C_out, C_in/groups, kh, kw) -> (N, C_out, H_out, W_out).
+    """
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, device, out,
+                 shuffle_groups=groups)
+
+
+def separable_conv2d(x, depthwise_weight, pointwise_weight, depthwise_bias=None, pointwise_bias=None, stride=1,
+                     padding=0, dilation=1, padding_mode="zeros", layout=None, device="auto"):
+    """Depthwise-separable 2D convolution: depthwise (multiplier m) then pointwise 1x1.
+
+    depthwise_weight (C*m, 1, kh, kw), pointwise_weight (C_out, C*m, 1, 1) -> (N, C_out, H_out, W_out).
+    """
+    y = depthwise_conv2d(x, depthwise_weight, depthwise_bias, stride, padding, dilation, padding_mode, layout,
+                         device)
+    return conv2d(y, pointwise_weight, pointwise_bias, layout=layout, device=device)
+
+
+def spatially_separable_conv2d(x, vertical_weight, horizontal_weight, bias=None, stride=1, padding=0, dilation=1,
+                               padding_mode="zeros", layout=None, device="auto"):
+    """A k_h x k_w convolution factored as k_h x 1 then 1 x k_w.
+
+    vertical_weight (M, C_in, kh, 1), horizontal_weight (C_out, M, 1, kw) -> (N, C_out, H_out, W_out).
+    Equals conv2d with the product kernel W[o, c, i, j] = sum_m horizontal[o, m, 0, j] * vertical[m, c, i, 0]
+    (any padding mode: each factor pads its own axis).  The bias is added after the second factor.
+    """
+    (sh, sw), (dh, dw), pads = _per_axis(stride, dilation, padding)
+    y = conv2d(x, vertical_weight, None, (sh, 1), pads[0], (dh, 1), 1, padding_mode, layout, device)
+    return conv2d(y, horizontal_weight, bias, (1, sw), pads[1], (1, dw), 1, padding_mode, layout, device)
+
+
+def flattened_conv2d(x, lateral_weight, vertical_weight, horizontal_weight, bias=None, stride=1, padding=0,
+                     dilation=1, padding_mode="zeros", layout=None, device="auto"):
+    """Flattened convolution (Jin et al. 2014): lateral 1x1, then per-channel k_h x 1, then per-channel 1 x k_w.
+
+    lateral_weight (C_out, C_in, 1, 1), vertical_weight (C_out, 1, kh, 1), horizontal_weight (C_out, 1, 1, kw)
+    -> (N, C_out, H_out, W_out).  Equals conv2d with W[o, c, i, j] = lateral[o, c] * vertical[o, i] *
+    horizontal[o, j].  The bias is added after the last stage.
+    """
+    (sh, sw), (dh, dw), pads = _per_axis(stride, dilation, padding)
+    y = conv2d(x, lateral_weight, None, 1, 0, 1, 1, "zeros", layout, device)
+    y = depthwise_conv2d(y, vertical_weight, None, (sh, 1), pads[0], (dh, 1), padding_mode, layout, device)
+    return depthwise_conv2d(y, horizontal_weight, bias, (1, sw), pads[1], (1, dw), padding_mode, layout, device)
+
+
+def _per_axis(stride, dilation, padding):
+    """Split 2D stride, dilation and padding into the vertical and horizontal factors' own arguments."""
+    probe = ConvSpec(2, 1, 1, 1, stride, padding if padding != "same" else 0, dilation)
+    if padding == "same" or (isinstance(padding, str) and padding.lower() == "same"):
+        pads = ("same", "same")
+    else:
+        (pt, pb), (pl, pr) = probe.padding
+        pads = (((pt, pb), (0, 0)), ((0, 0), (pl, pr)))
+    return probe.stride, probe.dilation, pads

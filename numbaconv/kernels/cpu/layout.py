@@ -1,0 +1,86 @@
+"""Layout passes: padding into a fresh channels-last buffer, channels-first <-> channels-last, shuffle.
+
+Every array here is 5D: (N, D, H, W, C) channels-last or (N, C, D, H, W) channels-first; 1D and 2D
+convolutions use size-1 leading spatial dims.  Each prange iteration owns its output rows.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ..index import source_index
+
+
+@njit(parallel=True, cache=True)
+def pad_channels_last(x, out, pad_d, pad_h, pad_w, mode):
+    """out[n, d, h, w, :] = x at the source of padded position (d - pad_d, h - pad_h, w - pad_w), or 0.
+
+    x (N, D, H, W, C); out (N, D + pads, H + pads, W + pads, C).
+    """
+    N, D, H, W, C = x.shape
+    _, PD, PH, PW, _ = out.shape
+    for job in prange(N * PD * PH):
+        n = job // (PD * PH)
+        d = (job // PH) % PD
+        h = job % PH
+        sd = source_index(d - pad_d, D, mode)
+        sh = source_index(h - pad_h, H, mode)
+        for w in range(PW):
+            sw = source_index(w - pad_w, W, mode)
+            if sd < 0 or sh < 0 or sw < 0:
+                for c in range(C):
+                    out[n, d, h, w, c] = 0
+            else:
+                for c in range(C):
+                    out[n, d, h, w, c] = x[n, sd, sh, sw, c]
+
+
+@njit(parallel=True, cache=True)
+def channels_first_to_last(x, out, pad_d, pad_h, pad_w):
+    """out[n, d + pad_d, h + pad_h, w + pad_w, c] = x[n, c, d, h, w]; out's border must already hold zeros.
+
+    x (N, C, D, H, W), any strides; out (N, D + pads, H + pads, W + pads, C).
+    """
+    N, C, D, H, W = x.shape
+    for job in prange(N * D * H):
+        n = job // (D * H)
+        d = (job // H) % D
+        h = job % H
+        for c in range(C):
+            for w in range(W):
+                out[n, d + pad_d, h + pad_h, w + pad_w, c] = x[n, c, d, h, w]
+
+
+@njit(parallel=True, cache=True)
+def channels_last_to_first(y, out, channel_of):
+    """out[n, channel_of[c], d, h, w] = y[n, d, h, w, c] for c < out's channel count.
+
+    ``channel_of`` folds a channel shuffle (or the identity) into the copy; y may have padded channels.
+    """
+    N, C, D, H, W = out.shape
+    for job in prange(N * C):
+        n = job // C
+        c = job % C
+        dest = channel_of[c]
+        for d in range(D):
+            for h in range(H):
+                for w in range(W):
+                    out[n, dest, d, h, w] = y[n, d, h, w, c]
+
+
+@njit(parallel=True, cache=True)
+def permute_channels_last(y, out, channel_of):
+    """out[..., channel_of[c]] = y[..., c]: a channel shuffle on channels-last data."""
+    N, D, H, W, C = out.shape
+    for job in prange(N * D * H):
+        n = job // (D * H)
+        d = (job // H) % D
+        h = job % H
+        for w in range(W):
+            for c in range(C):
+                out[n, d, h, w, channel_of[c]] = y[n, d, h, w, c]
+
+
+def shuffle_destinations(channels: int, groups: int) -> np.ndarray:
+    """Where channel c lands after a ShuffleNet shuffle: view (g, C/g), transpose, flatten."""
+    per_group = channels // groups
+    c = np.arange(channels, dtype=np.int64)
+    return (c % per_group) * groups + c // per_group

@@ -1,0 +1,26 @@
+"""Index helpers shared by the CPU and CUDA kernels (plain @njit, callable from both)."""
+from numba import njit
+
+# Padding modes as kernel integers (the spec's strings are mapped once, at the API edge).
+ZEROS, REFLECT, REPLICATE, CIRCULAR = 0, 1, 2, 3
+PADDING_MODE_CODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE, "circular": CIRCULAR}
+
+
+@njit(cache=True, inline="always")
+def source_index(i, length, mode):
+    """Input index that padded position ``i`` (in [-pad, length + pad)) reads; -1 means a zero."""
+    if 0 <= i < length:
+        return i
+    if mode == REFLECT:  # the spec guarantees pad < length
+        return -i if i < 0 else 2 * (length - 1) - i
+    if mode == REPLICATE:
+        return 0 if i < 0 else length - 1
+    if mode == CIRCULAR:  # the spec guarantees pad <= length
+        return i + length if i < 0 else i - length
+    return -1
+
+
+@njit(cache=True, inline="always")
+def ceil_div(a, b):
+    """ceil(a / b) for b > 0, any sign of a."""
+    return -((-a) // b)
