@@ -24,7 +24,7 @@ _SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
 
 
 # ---- argument checks at the API edge -----------------------------------------------------------------
-def _check_array(value: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+def _check_array(value: Any, name: str, dtype: np.dtype | None = None, other: str = "input") -> np.ndarray:
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
     if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
@@ -33,7 +33,7 @@ def _check_array(value: Any, name: str, dtype: np.dtype | None = None) -> np.nda
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
     if dtype is not None and array.dtype != dtype:
-        raise TypeError(f"{name} has dtype {array.dtype} but the input is {dtype}; convert one of them")
+        raise TypeError(f"{name} has dtype {array.dtype} but the {other} is {dtype}; convert one of them")
     return array
 
 
@@ -94,7 +94,7 @@ class PreparedConv:
             raise ConvSpecError(f"weight must have shape {what} = {spec.weight_shape} for in_channels="
                                 f"{spec.in_channels}, groups={spec.groups}; got {tuple(weight.shape)}")
         if bias is not None:
-            bias = _check_array(bias, "bias", weight.dtype)
+            bias = _check_array(bias, "bias", weight.dtype, "weight")
             if bias.shape != (spec.out_channels,):
                 raise ConvSpecError(f"bias must have shape (C_out,) = ({spec.out_channels},), got {bias.shape}")
         if shuffle_groups and spec.out_channels % shuffle_groups:
@@ -129,7 +129,7 @@ class PreparedConv:
             return run_prepared_cuda(self, x, layout, out)
         if hasattr(x, "copy_to_host"):
             x = x.copy_to_host()
-        x = _check_array(x, "input", self.dtype)
+        x = _check_array(x, "input", self.dtype, "weight")
         last = channels_last(layout)
         x, unbatched = _batched(x, self.spec.ndim, last)
         result = self._run(x, last, out if not unbatched else None)
@@ -234,8 +234,18 @@ def _weight_shape(weight: Any, ndim: int) -> tuple[int, ...]:
     return shape
 
 
+def _check_dtypes(x, weight, bias):
+    """The weight and bias must share the input's dtype (checked here so the message blames the weight)."""
+    if not hasattr(x, "__cuda_array_interface__") or isinstance(x, np.ndarray):
+        dtype = _check_array(x, "input").dtype
+        _check_array(weight, "weight", dtype)
+        if bias is not None:
+            _check_array(bias, "bias", dtype)
+
+
 def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, device, out,
           shuffle_groups=0):
+    _check_dtypes(x, weight, bias)
     w_shape = _weight_shape(weight, ndim)
     spec = ConvSpec(ndim, _input_channels(x, ndim, layout), w_shape[0], w_shape[2:], stride, padding, dilation,
                     groups, bias is not None, padding_mode)
@@ -243,6 +253,7 @@ def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode
 
 
 def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, device, out):
+    _check_dtypes(x, weight, bias)
     w_shape = _weight_shape(weight, ndim)
     spec = ConvSpec(ndim, _input_channels(x, ndim, layout), w_shape[1] * groups, w_shape[2:], stride, padding,
                     dilation, groups, bias is not None, "zeros", True, output_padding)
