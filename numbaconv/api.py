@@ -13,8 +13,10 @@ import numpy as np
 
 from . import dispatch, packing
 from .kernels.cpu import layout as cpu_layout
+from .kernels.cpu import simd_direct
 from .kernels.cpu.depthwise import conv_depthwise
 from .kernels.cpu.direct import conv_direct
+from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
 from .kernels.index import PADDING_MODE_CODES
 from .spec import ConvSpec, ConvSpecError
@@ -101,16 +103,29 @@ class PreparedConv:
             raise ConvSpecError(f"shuffle groups={shuffle_groups} does not divide out_channels={spec.out_channels}")
         self.spec = spec
         self.dtype = weight.dtype
-        self.kernel, self.reason = dispatch.choose_kernel(spec, kernel)
-        if self.kernel == "depthwise":
-            self.packed = packing.pack_depthwise(spec, weight)
-        else:
-            self.packed = packing.pack_grouped(spec, weight)
-        self.bias = np.ascontiguousarray(bias) if bias is not None else np.zeros(0, weight.dtype)
+        lanes = VECTOR_BYTES // weight.dtype.itemsize
+        self.kernel, self.reason = dispatch.choose_kernel(spec, kernel, lanes)
         self.shuffle_groups = shuffle_groups
-        channels = spec.out_channels
-        self.channel_of = (cpu_layout.shuffle_destinations(channels, shuffle_groups) if shuffle_groups
-                           else np.arange(channels, dtype=np.int64))
+        bias = np.ascontiguousarray(bias) if bias is not None else None
+        padded_channels = spec.out_channels
+        channel_position = np.arange(spec.out_channels, dtype=np.int64)
+        if self.kernel == "simd":
+            pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
+            self.simd_kernel = getattr(simd_direct, f"conv_simd_p{pixels}v{vectors}")
+            self.packed, self.bias = packing.pack_simd(spec, weight, bias, vectors * lanes)
+            per_group = packing.simd_block_channels(spec, vectors * lanes)
+            padded_channels = per_group * spec.groups
+            channel_position = packing.padded_channel_index(spec, per_group)
+        else:
+            self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
+                           else packing.pack_grouped(spec, weight))
+            self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
+        # Final channel j is read from the kernel's output channel channel_source[j].
+        order = (cpu_layout.shuffle_sources(spec.out_channels, shuffle_groups) if shuffle_groups
+                 else np.arange(spec.out_channels, dtype=np.int64))
+        self.channel_source = np.ascontiguousarray(channel_position[order])
+        self.kernel_channels = padded_channels
+        self.writes_result_directly = padded_channels == spec.out_channels and not shuffle_groups
 
     def __repr__(self) -> str:
         return f"PreparedConv({self.spec}, kernel={self.kernel!r}, dtype={self.dtype})"
@@ -155,8 +170,8 @@ class PreparedConv:
         pad_before = (0,) * spec.ndim if spec.transposed else bound.pad_before
         pad_after = (0,) * spec.ndim if spec.transposed else bound.pad_after
         xin = self._channels_last_padded(x, last, _pad3(pad_before, 0), _pad3(pad_after, 0))
-        out_cl_shape = (n, *_pad3(out_spatial, 1), c_out)
-        direct_out = last and not self.shuffle_groups
+        out_cl_shape = (n, *_pad3(out_spatial, 1), self.kernel_channels)
+        direct_out = last and self.writes_result_directly
         y = _to_5d_channels_last(result) if direct_out else np.empty(out_cl_shape, self.dtype)
         s = _pad3(spec.stride, 1)
         d = _pad3(spec.dilation, 1)
@@ -164,14 +179,16 @@ class PreparedConv:
             conv_depthwise(xin, self.packed, self.bias, y, *s, *d)
         elif self.kernel == "transposed":
             conv_transposed(xin, self.packed, self.bias, y, *s, *_pad3(bound.pad_before, 0), *d)
+        elif self.kernel == "simd":
+            self.simd_kernel(xin, self.packed, self.bias, y, *s, *d)
         else:
             conv_direct(xin, self.packed, self.bias, y, *s, *d)
         if direct_out:
             return result
         if last:
-            cpu_layout.permute_channels_last(y, _to_5d_channels_last(result), self.channel_of)
+            cpu_layout.gather_channels_last(y, _to_5d_channels_last(result), self.channel_source)
         else:
-            cpu_layout.channels_last_to_first(y, _to_5d_channels_first(result), self.channel_of)
+            cpu_layout.channels_last_to_first(y, _to_5d_channels_first(result), self.channel_source)
         return result
 
     def _channels_last_padded(self, x: np.ndarray, last: bool, before: tuple, after: tuple) -> np.ndarray:
@@ -340,17 +357,17 @@ def channel_shuffle(x, groups, layout=None):
     if x.ndim > 5:
         raise ConvSpecError(f"input must have 1 to 3 spatial dims, got shape {x.shape}")
     result = np.empty(x.shape, x.dtype)
-    destination = cpu_layout.shuffle_destinations(channels, groups)
+    source = cpu_layout.shuffle_sources(channels, groups)
     if x.size == 0:
         return result
     if last:
-        cpu_layout.permute_channels_last(np.ascontiguousarray(_to_5d_channels_last(x)), _to_5d_channels_last(result),
-                                         destination)
+        cpu_layout.gather_channels_last(np.ascontiguousarray(_to_5d_channels_last(x)), _to_5d_channels_last(result),
+                                        source)
     else:
         cf = _to_5d_channels_first(x)
         cl = np.empty((cf.shape[0], *cf.shape[2:], cf.shape[1]), x.dtype)
         cpu_layout.channels_first_to_last(cf, cl, 0, 0, 0)
-        cpu_layout.channels_last_to_first(cl, _to_5d_channels_first(result), destination)
+        cpu_layout.channels_last_to_first(cl, _to_5d_channels_first(result), source)
     return result
 
 

@@ -34,3 +34,37 @@ def pack_depthwise(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
     """(C*m, 1, *k) -> (KD, KH, KW, C*m), contiguous."""
     w = as_3d_kernel(weight)
     return np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0))
+
+
+def simd_block_channels(spec: ConvSpec, block: int) -> int:
+    """Output channels per group after padding each group to whole blocks of ``block``."""
+    per_group = spec.out_channels // spec.groups
+    return -(-per_group // block) * block
+
+
+def pack_simd(spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> weights (G, OB, KD, KH, KW, C_in/G, block) and bias (G * OB * block,) or (0,), zero-padded.
+
+    Each group's C_out/G output channels are padded to OB = ceil(C_out/G / block) whole blocks, so the
+    micro-kernel never needs a masked load or store.
+    """
+    G = spec.groups
+    per_group = spec.out_channels // G
+    padded = simd_block_channels(spec, block)
+    grouped = pack_grouped(spec, weight)  # (G, KD, KH, KW, CGI, CGO)
+    full = np.zeros(grouped.shape[:5] + (padded,), weight.dtype)
+    full[..., :per_group] = grouped
+    blocks = full.reshape(grouped.shape[:5] + (padded // block, block))
+    packed = np.ascontiguousarray(blocks.transpose(0, 5, 1, 2, 3, 4, 6))
+    if bias is None:
+        return packed, np.zeros(0, weight.dtype)
+    padded_bias = np.zeros((G, padded), weight.dtype)
+    padded_bias[:, :per_group] = bias.reshape(G, per_group)
+    return packed, padded_bias.reshape(-1)
+
+
+def padded_channel_index(spec: ConvSpec, padded_per_group: int) -> np.ndarray:
+    """Position of each real output channel in a buffer whose groups are padded to ``padded_per_group``."""
+    per_group = spec.out_channels // spec.groups
+    c = np.arange(spec.out_channels, dtype=np.int64)
+    return (c // per_group) * padded_per_group + c % per_group

@@ -50,25 +50,25 @@ def channels_first_to_last(x, out, pad_d, pad_h, pad_w):
 
 
 @njit(parallel=True, cache=True)
-def channels_last_to_first(y, out, channel_of):
-    """out[n, channel_of[c], d, h, w] = y[n, d, h, w, c] for c < out's channel count.
+def channels_last_to_first(y, out, channel_source):
+    """out[n, c, d, h, w] = y[n, d, h, w, channel_source[c]].
 
-    ``channel_of`` folds a channel shuffle (or the identity) into the copy; y may have padded channels.
+    The gather folds a channel shuffle, and the skipping of a kernel's padded channels, into the copy.
     """
     N, C, D, H, W = out.shape
     for job in prange(N * C):
         n = job // C
         c = job % C
-        dest = channel_of[c]
+        source = channel_source[c]
         for d in range(D):
             for h in range(H):
                 for w in range(W):
-                    out[n, dest, d, h, w] = y[n, d, h, w, c]
+                    out[n, c, d, h, w] = y[n, d, h, w, source]
 
 
 @njit(parallel=True, cache=True)
-def permute_channels_last(y, out, channel_of):
-    """out[..., channel_of[c]] = y[..., c]: a channel shuffle on channels-last data."""
+def gather_channels_last(y, out, channel_source):
+    """out[n, d, h, w, c] = y[n, d, h, w, channel_source[c]] (channels-last shuffle or unpadding)."""
     N, D, H, W, C = out.shape
     for job in prange(N * D * H):
         n = job // (D * H)
@@ -76,11 +76,10 @@ def permute_channels_last(y, out, channel_of):
         h = job % H
         for w in range(W):
             for c in range(C):
-                out[n, d, h, w, channel_of[c]] = y[n, d, h, w, c]
+                out[n, d, h, w, c] = y[n, d, h, w, channel_source[c]]
 
 
-def shuffle_destinations(channels: int, groups: int) -> np.ndarray:
-    """Where channel c lands after a ShuffleNet shuffle: view (g, C/g), transpose, flatten."""
-    per_group = channels // groups
-    c = np.arange(channels, dtype=np.int64)
-    return (c % per_group) * groups + c // per_group
+def shuffle_sources(channels: int, groups: int) -> np.ndarray:
+    """Which channel lands at position j after a ShuffleNet shuffle (view (g, C/g), transpose, flatten)."""
+    j = np.arange(channels, dtype=np.int64)
+    return (j % groups) * (channels // groups) + j // groups

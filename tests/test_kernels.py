@@ -1,0 +1,48 @@
+"""Each CPU kernel family on the same cases (the dispatcher would pick only one), and the generated source."""
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from numbaconv import dispatch
+from numbaconv.kernels.cpu import generate_simd
+
+from . import reference as ref
+from .conftest import assert_close
+
+
+def test_generated_simd_module_is_current():
+    assert generate_simd.TARGET.read_text() == generate_simd.module_source(), \
+        "run python -m numbaconv.kernels.cpu.generate_simd"
+
+
+@pytest.mark.parametrize("kernel", ["simd", "direct"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cin,cout,groups,k,stride,dilation,size", [
+    (3, 17, 1, 7, 2, 1, 23), (8, 40, 2, 3, 1, 2, 13), (16, 70, 1, 1, 1, 1, 9), (12, 12, 3, 3, 3, 1, 11),
+    (5, 33, 1, 2, 1, 1, 19)])
+def test_forced_kernels_match_reference(kernel, dtype, cin, cout, groups, k, stride, dilation, size, rng):
+    x = (rng.standard_normal((2, cin, size, size + 3)) + 0.1).astype(dtype)
+    w = (rng.standard_normal((cout, cin // groups, k, k)) + 0.1).astype(dtype)
+    b = (rng.standard_normal(cout) + 0.1).astype(dtype)
+    spec = nc.ConvSpec(2, cin, cout, k, stride, 1, dilation, groups, bias=True)
+    prepared = nc.prepare(spec, w, b, kernel=kernel)
+    assert prepared.kernel == kernel
+    pads = [(1, 1), (1, 1)]
+    for layout in (None, "NHWC"):
+        xin = x if layout is None else np.moveaxis(x, 1, -1)
+        y = prepared(xin, layout=layout)
+        y = y if layout is None else np.moveaxis(y, -1, 1)
+        assert_close(ref.conv(x, w, b, stride, pads, dilation, groups), y,
+                     ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, pads, dilation, groups), reduction=w[0].size)
+
+
+def test_dispatcher_choices():
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 64, 64, 3))[0] == "simd"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=16)[0] == "direct"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, groups=8))[0] == "depthwise"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, transposed=True))[0] == "transposed"
+    with pytest.raises(ValueError, match="cannot compute"):
+        dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, transposed=True), "simd")
+    assert dispatch.simd_block(64, 8, 16) == (6, 2) and dispatch.simd_block(8, 8, 16) == (12, 1)
+    assert dispatch.simd_block(64, 16, 32) == (6, 4) and dispatch.simd_block(20, 16, 32) == (12, 1)
+    assert dispatch.plan(nc.ConvSpec(2, 4, 4, 3), "cpu").backend == "cpu"
