@@ -14,7 +14,7 @@ import numpy as np
 from . import dispatch, packing
 from .kernels.cpu import layout as cpu_layout
 from .kernels.cpu import simd_direct
-from .kernels.cpu.depthwise import conv_depthwise
+from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise_channels_first
 from .kernels.cpu.direct import conv_direct
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
@@ -79,6 +79,10 @@ def _pad3(values: tuple[int, ...], fill: int) -> tuple[int, int, int]:
     return (fill,) * (3 - len(values)) + tuple(values)
 
 
+def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
+    return (fill,) * (2 - len(values)) + tuple(values)
+
+
 # ---- prepared convolution ----------------------------------------------------------------------------
 class PreparedConv:
     """A convolution with its weights validated and packed once, for repeated calls.
@@ -120,6 +124,12 @@ class PreparedConv:
             self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
                            else packing.pack_grouped(spec, weight))
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
+        # Depthwise is memory-bound: on channels-first 1D/2D input with zero padding it runs in place,
+        # since a layout round trip would cost more than the convolution.
+        self.channels_first_depthwise = (self.kernel == "depthwise" and spec.ndim <= 2 and spec.padding_mode == "zeros"
+                                         and not shuffle_groups)
+        if self.channels_first_depthwise:
+            self.planar_weight = np.ascontiguousarray(weight[:, 0].reshape(spec.out_channels, *_pad2(spec.kernel_size)))
         # Final channel j is read from the kernel's output channel channel_source[j].
         order = (cpu_layout.shuffle_sources(spec.out_channels, shuffle_groups) if shuffle_groups
                  else np.arange(spec.out_channels, dtype=np.int64))
@@ -166,6 +176,12 @@ class PreparedConv:
             _check_out(out, result_shape, self.dtype)
         result = out if out is not None else np.empty(result_shape, self.dtype)
         if n == 0 or result.size == 0:
+            return result
+        if self.channels_first_depthwise and not last:
+            x4 = np.ascontiguousarray(x).reshape(x.shape[:2] + (1,) * (4 - x.ndim) + x.shape[2:])
+            conv_depthwise_channels_first(x4, self.planar_weight, self.bias, result.reshape(
+                result.shape[:2] + (1,) * (4 - result.ndim) + result.shape[2:]), *_pad2(spec.stride, 1),
+                *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1))
             return result
         pad_before = (0,) * spec.ndim if spec.transposed else bound.pad_before
         pad_after = (0,) * spec.ndim if spec.transposed else bound.pad_after

@@ -8,6 +8,8 @@ from numba import njit, prange
 
 from ..index import source_index
 
+TILE = 16
+
 
 @njit(parallel=True, cache=True)
 def pad_channels_last(x, out, pad_d, pad_h, pad_w, mode):
@@ -44,9 +46,13 @@ def channels_first_to_last(x, out, pad_d, pad_h, pad_w):
         n = job // (D * H)
         d = (job // H) % D
         h = job % H
-        for c in range(C):
-            for w in range(W):
-                out[n, d + pad_d, h + pad_h, w + pad_w, c] = x[n, c, d, h, w]
+        row = out[n, d + pad_d, h + pad_h]
+        for c0 in range(0, C, TILE):  # a TILE x TILE block stays in L1 between its reads and its writes
+            c1 = min(c0 + TILE, C)
+            for w0 in range(0, W, TILE):
+                for w in range(w0, min(w0 + TILE, W)):
+                    for c in range(c0, c1):
+                        row[w + pad_w, c] = x[n, c, d, h, w]
 
 
 @njit(parallel=True, cache=True)
@@ -56,14 +62,17 @@ def channels_last_to_first(y, out, channel_source):
     The gather folds a channel shuffle, and the skipping of a kernel's padded channels, into the copy.
     """
     N, C, D, H, W = out.shape
-    for job in prange(N * C):
-        n = job // C
-        c = job % C
-        source = channel_source[c]
-        for d in range(D):
-            for h in range(H):
-                for w in range(W):
-                    out[n, c, d, h, w] = y[n, d, h, w, source]
+    for job in prange(N * D * H):
+        n = job // (D * H)
+        d = (job // H) % D
+        h = job % H
+        row = y[n, d, h]
+        for w0 in range(0, W, TILE):  # TILE pixels' channel vectors stay in L1 while every channel is written
+            w1 = min(w0 + TILE, W)
+            for c in range(C):
+                source = channel_source[c]
+                for w in range(w0, w1):
+                    out[n, c, d, h, w] = row[w, source]
 
 
 @njit(parallel=True, cache=True)
