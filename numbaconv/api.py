@@ -29,7 +29,7 @@ _SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
 def _check_array(value: Any, name: str, dtype: np.dtype | None = None, other: str = "input") -> np.ndarray:
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
+    if dispatch.is_device_array(value):
         raise TypeError(f"{name} is a GPU array; pass device='cuda' (or keep every array on the GPU)")
     array = np.asarray(value)
     if array.dtype not in FLOAT_DTYPES:
@@ -94,7 +94,8 @@ class PreparedConv:
 
     def __init__(self, spec: ConvSpec, weight: Any, bias: Any = None, shuffle_groups: int = 0,
                  kernel: str | None = None):
-        weight = _check_array(weight, "weight")
+        weight = _check_array(_to_host(weight), "weight")
+        bias = _to_host(bias)
         if tuple(weight.shape) != spec.weight_shape:
             what = "(C_in, C_out/groups, *kernel)" if spec.transposed else "(C_out, C_in/groups, *kernel)"
             raise ConvSpecError(f"weight must have shape {what} = {spec.weight_shape} for in_channels="
@@ -134,6 +135,10 @@ class PreparedConv:
         order = (cpu_layout.shuffle_sources(spec.out_channels, shuffle_groups) if shuffle_groups
                  else np.arange(spec.out_channels, dtype=np.int64))
         self.channel_source = np.ascontiguousarray(channel_position[order])
+        # For the GPU kernels, which scatter: where each output channel of the convolution lands.
+        self.channel_dest = np.argsort(order).astype(np.int64)
+        self.host_weight = np.ascontiguousarray(weight)
+        self.host_bias = bias
         self.kernel_channels = padded_channels
         self.writes_result_directly = padded_channels == spec.out_channels and not shuffle_groups
 
@@ -147,13 +152,21 @@ class PreparedConv:
 
     def __call__(self, x: Any, layout: str | None = None, out: np.ndarray | None = None,
                  device: str = "auto") -> np.ndarray:
-        backend, _ = dispatch.choose_backend(device, hasattr(x, "__cuda_array_interface__")
-                                             and not isinstance(x, np.ndarray))
+        on_gpu = dispatch.is_device_array(x)
+        flops = host_bytes = 0.0
+        if device == "auto" and not on_gpu:
+            shape = np.shape(x)
+            host_bytes = 2.0 * np.prod(shape) * self.dtype.itemsize  # the input there, about as much back
+            flops = 2.0 * np.prod(shape) * self.spec.out_channels * np.prod(self.spec.kernel_size) / self.spec.groups
+        backend, _ = dispatch.choose_backend(device, on_gpu, flops, host_bytes,
+                                             _real_gpu_usable() if flops > 1e8 else False)
         if backend == "cuda":
             from .cuda_api import run_prepared_cuda
-            return run_prepared_cuda(self, x, layout, out)
-        if hasattr(x, "copy_to_host"):
-            x = x.copy_to_host()
+            result = run_prepared_cuda(self, x, layout, out if on_gpu or device == "cuda" else None)
+            if not on_gpu and device == "auto":  # host in, host out
+                return _deliver_host(result, out)
+            return result
+        x = _to_host(x)
         x = _check_array(x, "input", self.dtype, "weight")
         last = channels_last(layout)
         x, unbatched = _batched(x, self.spec.ndim, last)
@@ -225,6 +238,37 @@ class PreparedConv:
         return out
 
 
+def _to_host(value: Any) -> Any:
+    """A host copy of a GPU array (numba, CuPy or PyTorch); anything else unchanged."""
+    if value is None or not dispatch.is_device_array(value):
+        return value
+    if hasattr(value, "copy_to_host"):
+        return value.copy_to_host()
+    from numba import cuda
+    return cuda.as_cuda_array(value).copy_to_host()
+
+
+def _deliver_host(device_result, out: np.ndarray | None) -> np.ndarray:
+    host = device_result.copy_to_host()
+    if out is None:
+        return host
+    _check_out(out, host.shape, host.dtype)
+    out[...] = host
+    return out
+
+
+_GPU_USABLE: list[bool] = []
+
+
+def _real_gpu_usable() -> bool:
+    """A real GPU (not the simulator) is usable; checked once per process."""
+    if not _GPU_USABLE:
+        import os
+        from .cuda_api import cuda_status
+        _GPU_USABLE.append(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and cuda_status()[0])
+    return _GPU_USABLE[0]
+
+
 def _pad_channels_last(x5: np.ndarray, before: tuple, after: tuple, mode: int) -> np.ndarray:
     shape = (x5.shape[0], *(v + b + a for v, b, a in zip(x5.shape[1:4], before, after)), x5.shape[4])
     out = np.empty(shape, x5.dtype)
@@ -248,8 +292,12 @@ def prepare(spec: ConvSpec, weight: Any, bias: Any = None, shuffle_groups: int =
 
 
 # ---- torch.nn.functional-style entry points -----------------------------------------------------------
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
 def _input_channels(x: Any, ndim: int, layout: str | None) -> int:
-    shape = np.shape(x)
+    shape = _shape(x)
     if len(shape) not in (ndim + 1, ndim + 2):
         order = f"(N, {_SPATIAL_NAMES[ndim]}, C)" if channels_last(layout) else f"(N, C, {_SPATIAL_NAMES[ndim]})"
         raise ConvSpecError(f"input must have shape {order} for a {ndim}D convolution (or be unbatched), got "
@@ -260,7 +308,7 @@ def _input_channels(x: Any, ndim: int, layout: str | None) -> int:
 
 
 def _weight_shape(weight: Any, ndim: int) -> tuple[int, ...]:
-    shape = tuple(np.shape(weight))
+    shape = _shape(weight)
     if len(shape) != ndim + 2:
         raise ConvSpecError(f"weight must have {ndim + 2} dims (C_out, C_in/groups, {_SPATIAL_NAMES[ndim]}) for a "
                             f"{ndim}D convolution, got shape {shape}")
@@ -269,7 +317,7 @@ def _weight_shape(weight: Any, ndim: int) -> tuple[int, ...]:
 
 def _check_dtypes(x, weight, bias):
     """The weight and bias must share the input's dtype (checked here so the message blames the weight)."""
-    if not hasattr(x, "__cuda_array_interface__") or isinstance(x, np.ndarray):
+    if not dispatch.is_device_array(x):
         dtype = _check_array(x, "input").dtype
         _check_array(weight, "weight", dtype)
         if bias is not None:
@@ -357,12 +405,20 @@ def depthwise_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, padd
     return _conv(2, x, weight, bias, stride, padding, dilation, channels, padding_mode, layout, device, out)
 
 
-def channel_shuffle(x, groups, layout=None):
+def channel_shuffle(x, groups, layout=None, device="auto"):
     """ShuffleNet channel shuffle: (N, C, *spatial) viewed as (N, g, C/g, ...), the two swapped, flattened.
 
-    Returns a new array of the same shape (channels-last with ``layout``).
+    Returns a new array of the same shape (channels-last with ``layout``); a GPU input stays on the GPU.
     """
-    x = _check_array(x, "input")
+    on_gpu = dispatch.is_device_array(x)
+    if dispatch.choose_backend(device, on_gpu)[0] == "cuda":
+        from .cuda_api import channel_shuffle_cuda
+        shape = _shape(x)
+        channels = shape[-1] if channels_last(layout) else shape[1]
+        if int(groups) < 1 or channels % int(groups):
+            raise ConvSpecError(f"groups={groups} does not divide channels={channels}")
+        return channel_shuffle_cuda(x, int(groups), layout)
+    x = _check_array(_to_host(x), "input")
     last = channels_last(layout)
     if x.ndim < 3:
         raise ConvSpecError(f"input must have shape (N, C, *spatial), got {x.shape}")

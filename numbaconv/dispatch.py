@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 from .spec import ConvSpec
 
+def is_device_array(x) -> bool:
+    """A GPU array: CUDA array interface (CuPy, PyTorch, numba) or a numba device array (also simulated)."""
+    return type(x).__module__ != "numpy" and (hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host"))
+
+
 KERNELS = ("simd", "direct", "depthwise", "transposed")
 
 # Block shapes (pixels, vectors) of numbaconv.kernels.cpu.simd_direct, by vector registers of the ISA.
@@ -56,15 +61,39 @@ def choose_kernel(spec: ConvSpec, kernel: str | None = None, lanes: int = 8) -> 
                      f"{natural[0]!r} ({natural[1]})")
 
 
-def choose_backend(device: str, input_on_gpu: bool) -> tuple[str, str]:
-    """(backend, reason) for ``device`` in {'auto', 'cpu', 'cuda'}."""
+# The cost model for device='auto' on host (NumPy) input.  Figures are deliberately round: the rule only
+# has to tell "clearly worth the trip over the host link" from "not".
+CPU_FLOPS = 100e9        # sustained float32 FLOP/s of the CPU kernels on 2 cores
+GPU_FLOPS = 10e12        # sustained float32 FLOP/s of the CUDA kernels
+HOST_LINK_BYTES = 20e9   # host <-> GPU copy bandwidth, bytes/s
+GPU_LAUNCH_SECONDS = 100e-6  # launches and allocations of one numba.cuda call from Python
+
+
+def gpu_pays_off(flops: float, host_bytes: float) -> bool:
+    """True when copying the input and output over the host link and running on the GPU is estimated to
+    take under half the CPU time: launch + host_bytes / link + flops / GPU rate < flops / CPU rate / 2."""
+    gpu = GPU_LAUNCH_SECONDS + host_bytes / HOST_LINK_BYTES + flops / GPU_FLOPS
+    return gpu < 0.5 * flops / CPU_FLOPS
+
+
+def choose_backend(device: str, input_on_gpu: bool, flops: float = 0.0, host_bytes: float = 0.0,
+                   gpu_usable: bool = False) -> tuple[str, str]:
+    """(backend, reason) for ``device`` in {'auto', 'cpu', 'cuda'}.
+
+    'auto' runs where the input lives; host input goes to the GPU only when ``gpu_usable`` and
+    ``gpu_pays_off(flops, host_bytes)``.
+    """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cuda" or (device == "auto" and input_on_gpu):
-        return "cuda", "input already on the GPU" if device == "auto" else "device='cuda' requested"
-    if device == "cpu" and input_on_gpu:
-        return "cpu", "device='cpu' requested for a GPU input: copied to the host"
-    return "cpu", "NumPy input" if device == "auto" else "device='cpu' requested"
+    if device == "cuda":
+        return "cuda", "device='cuda' requested"
+    if device == "auto" and input_on_gpu:
+        return "cuda", "input already on the GPU"
+    if device == "cpu":
+        return "cpu", "device='cpu' requested" + (" for a GPU input: copied to the host" if input_on_gpu else "")
+    if gpu_usable and gpu_pays_off(flops, host_bytes):
+        return "cuda", f"host input, but {flops / 1e9:.2f} GFLOP is worth moving {host_bytes / 1e6:.1f} MB to the GPU"
+    return "cpu", "host input: the GPU would not pay for the copies" if gpu_usable else "host input, no usable GPU"
 
 
 def plan(spec: ConvSpec, device: str = "auto", input_on_gpu: bool = False, kernel: str | None = None) -> Plan:
