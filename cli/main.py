@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "compare": ("cost_commands", "compare"),
     "model": ("cost_commands", "model"),
     "receptive-field": ("cost_commands", "receptive_field"),
+    "info": ("engine_commands", "info"),
+    "bench": ("engine_commands", "bench"),
 }
 
 

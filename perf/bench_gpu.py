@@ -56,7 +56,7 @@ def main() -> None:
     bandwidth = 2 * big.numel() * 4 / copy_ms / 1e6  # GB/s, read + write
     a = torch.randn(8192, 8192, device=dev)
     gemm_ms = cuda_time_ms(torch, lambda: a @ a, 5)
-    fp32 = 2 * 8192**3 / gemm_ms / 1e9  # GFLOP/s
+    fp32 = 2 * 8192**3 / (gemm_ms / 1e3) / 1e9  # GFLOP/s
     del big, a
     name = torch.cuda.get_device_name()
     print(f"{name}: copy {bandwidth:.0f} GB/s, cuBLAS FP32 (TF32 off) {fp32 / 1e3:.1f} TFLOP/s")
@@ -144,11 +144,8 @@ def kernel_resources() -> dict:
                              ("depthwise_channels_last", depthwise.conv_depthwise_channels_last(float32)),
                              ("transposed", transposed.conv_transposed(float32)),
                              ("channel_gather", layout.channel_gather)):
-        for sig in dispatcher.overloads:
-            kernel = dispatcher.overloads[sig]
-            found[name] = {"registers": kernel.regs_per_thread if hasattr(kernel, "regs_per_thread")
-                           else dispatcher.get_regs_per_thread(sig),
-                           "local_bytes": dispatcher.get_local_mem_per_thread(sig)}
+        for kernel in dispatcher.overloads.values():
+            found[name] = {"registers": kernel.regs_per_thread, "local_bytes": kernel.local_mem_per_thread}
     return found
 
 
