@@ -87,8 +87,8 @@ def _device_weights(cuda, prepared, family: str):
         spec, w = prepared.spec, prepared.host_weight
         if family == "direct":
             g = spec.groups
-            w5 = packing.as_3d_kernel(w).reshape(g, spec.out_channels // g, -1)  # (G, CGO, K)
-            packed = np.ascontiguousarray(w5.transpose(0, 2, 1))  # (G, K, CGO): coalesced over channels
+            w4 = packing.as_3d_kernel(w).reshape(g, spec.out_channels // g, spec.in_channels // g, -1)
+            packed = np.ascontiguousarray(w4.transpose(0, 3, 2, 1))  # (G, taps, CGI, CGO): tap-major, coalesced
         elif family == "depthwise":
             packed = np.ascontiguousarray(w.reshape(spec.out_channels, -1))  # (O, taps)
         elif family == "depthwise_last":
@@ -157,7 +157,7 @@ def run_prepared_cuda(prepared, x: Any, layout: str | None, out: Any = None):
         sizes = (*in5, *out5[2:], spec.out_channels, *kernel_shape)
         multiplier = spec.out_channels // spec.in_channels
         if last:
-            blocks, threads = launch.elementwise(math.prod(out5))
+            blocks, threads = launch.depthwise_channels_last(spec.out_channels, out5[4], n * out5[2] * out5[3])
             k_depthwise.conv_depthwise_channels_last(dtype)[blocks, threads](
                 x_flat, xs, w, b, out_flat, os, sizes, conv, mode, multiplier)
         else:
@@ -167,8 +167,14 @@ def run_prepared_cuda(prepared, x: Any, layout: str | None, out: Any = None):
     else:
         w, b, dest = _device_weights(cuda, prepared, "direct")
         sizes = (*in5, *out5[2:], g, spec.in_channels // g, spec.out_channels // g, *kernel_shape)
-        blocks, threads = launch.direct(n * math.prod(out5[2:]), spec.out_channels // g, g)
-        k_direct.conv_direct(dtype)[blocks, threads](x_flat, xs, w, b, out_flat, os, dest, sizes, conv, mode)
+        pixels = n * math.prod(out5[2:])
+        if spec.out_channels // g <= launch.SMALL_GROUP_OUTPUTS and g > 1:
+            blocks, threads = launch.small_groups(pixels, g)
+            k_direct.conv_small_groups(dtype)[blocks, threads](x_flat, xs, w, b, out_flat, os, dest, sizes, conv,
+                                                              mode)
+        else:
+            blocks, threads = launch.direct(pixels, spec.out_channels // g, g)
+            k_direct.conv_direct(dtype)[blocks, threads](x_flat, xs, w, b, out_flat, os, dest, sizes, conv, mode)
     if unbatched:
         result = result[0]
     return _wrap_like(result, original) if is_device_array(original) and out is None else result

@@ -140,7 +140,8 @@ def kernel_resources() -> dict:
     from numba import float32
     from numbaconv.kernels.cuda import depthwise, direct, layout, transposed
     found = {}
-    for name, dispatcher in (("direct", direct.conv_direct(float32)), ("depthwise", depthwise.conv_depthwise(float32)),
+    for name, dispatcher in (("direct", direct.conv_direct(float32)), ("small_groups", direct.conv_small_groups(float32)),
+                             ("depthwise", depthwise.conv_depthwise(float32)),
                              ("depthwise_channels_last", depthwise.conv_depthwise_channels_last(float32)),
                              ("transposed", transposed.conv_transposed(float32)),
                              ("channel_gather", layout.channel_gather)):

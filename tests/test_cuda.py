@@ -51,6 +51,7 @@ CONV_CASES = [
     (2, 4, 4, 1, 1, 1, 0, 1, "zeros", (4, 3)),
     (1, 2, 3, 1, 3, 1, 2, 2, "circular", (7,)),
     (3, 2, 2, 1, 2, 1, 1, 1, "replicate", (3, 3, 4)),
+    (2, 8, 8, 4, 3, 1, 1, 1, "zeros", (5, 4)),  # 2 channels per group: the small-group kernel
 ]
 
 
@@ -175,8 +176,9 @@ def _ptx_kernels():
     f32 = types.float32[::1]
     i64 = types.int64
     t5 = types.UniTuple(i64, 5)
-    yield "direct", direct.conv_direct(types.float32).py_func, (
-        f32, t5, f32, f32, f32, t5, i64[::1], types.UniTuple(i64, 14), types.UniTuple(i64, 9), i64)
+    for name, factory in (("direct", direct.conv_direct), ("small_groups", direct.conv_small_groups)):
+        yield name, factory(types.float32).py_func, (
+            f32, t5, f32, f32, f32, t5, i64[::1], types.UniTuple(i64, 14), types.UniTuple(i64, 9), i64)
     for name, factory in (("depthwise", depthwise.conv_depthwise),
                           ("depthwise_channels_last", depthwise.conv_depthwise_channels_last)):
         yield name, factory(types.float32).py_func, (

@@ -1,10 +1,12 @@
-"""Dense and grouped convolution on the GPU as an implicit GEMM (mirror of kernels/cpu/direct.py).
+"""Dense and grouped convolution on the GPU (mirror of kernels/cpu/direct.py).
 
-Per group: M = output pixels (N*OD*OH*OW), N = output channels of the group, K = C_in/G * KD*KH*KW.
-A block stages a TILE_K x TILE_M slab of input patches and a TILE_K x TILE_N slab of weights in shared
-memory and each thread keeps THREAD_M x THREAD_N accumulators in registers.  Every array is passed flat
-with element strides, so channels-first, channels-last and strided views need no copy; the output channel
-goes through ``channel_dest`` so a ShuffleNet shuffle costs nothing.
+``conv_direct``: an implicit GEMM per group, M = output pixels, N = the group's output channels,
+K = kernel taps x C_in/G, taken tap by tap so the inner loops need no division.  A block stages TILE_K
+input channels x TILE_M pixels of patches and TILE_K x TILE_N weights in shared memory; each thread keeps
+THREAD_M x THREAD_N accumulators in registers and decodes its pixels' coordinates once.
+``conv_small_groups``: groups too narrow for a TILE_N tile; a thread computes all outputs of one group at
+one pixel.  Arrays are flat with element strides (channels-first, channels-last and strided views alike);
+output channels go through ``channel_dest``, which folds a ShuffleNet shuffle into the store.
 """
 from __future__ import annotations
 
@@ -13,7 +15,12 @@ import functools
 from numba import cuda
 
 from ..index import source_index
-from .launch import THREAD_M, THREAD_N, TILE_K, TILE_M, TILE_N
+from .launch import (DIRECT_THREADS, SMALL_GROUP_OUTPUTS, THREAD_M, THREAD_N, TILE_K, TILE_M, TILE_N)
+
+A_LOADS = TILE_K * TILE_M // DIRECT_THREADS  # patch elements each thread stages per chunk
+B_LOADS = TILE_K * TILE_N // DIRECT_THREADS  # weight elements each thread stages per chunk
+M_STEP = TILE_M // THREAD_M  # a thread's pixels are M_STEP apart: neighbouring threads, neighbouring pixels
+N_STEP = TILE_N // THREAD_N
 
 
 @functools.lru_cache(maxsize=None)
@@ -23,79 +30,131 @@ def conv_direct(numba_dtype):
 
     @cuda.jit
     def kernel(x, xs, w, bias, out, os, channel_dest, sizes, conv, mode):
-        # sizes: N, C, D, H, W, OD, OH, OW, G, CGI, CGO, KD, KH, KW
-        # conv:  sd, sh, sw, pd, ph, pw, dd, dh, dw
-        # xs/os: element strides of (n, c, d, h, w); w: (G, K, CGO) contiguous with K = CGI*KD*KH*KW
-        n_, c_, d_, h_, w_, od_, oh_, ow_ = sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7]
+        # sizes: N, C, D, H, W, OD, OH, OW, G, CGI, CGO, KD, KH, KW;  conv: sd, sh, sw, pd, ph, pw, dd, dh, dw
+        # xs/os: element strides of (n, c, d, h, w);  w: (G, KD*KH*KW, CGI, CGO) contiguous
+        d_, h_, w_, od_, oh_, ow_ = sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7]
         cgi, cgo, kd_, kh_, kw_ = sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]
-        taps = kd_ * kh_ * kw_
-        k_total = cgi * taps
-        pixels = n_ * od_ * oh_ * ow_
+        pixels = sizes[0] * od_ * oh_ * ow_
         g = cuda.blockIdx.z
         m0 = cuda.blockIdx.x * TILE_M
         n0 = cuda.blockIdx.y * TILE_N
         tid = cuda.threadIdx.x
-        tm = tid % (TILE_M // THREAD_M)
-        tn = tid // (TILE_M // THREAD_M)
+        tm = tid % M_STEP
+        tn = tid // M_STEP
         a_tile = cuda.shared.array((TILE_K, TILE_M), numba_dtype)
         b_tile = cuda.shared.array((TILE_K, TILE_N), numba_dtype)
         acc = cuda.local.array((THREAD_M, THREAD_N), numba_dtype)
         for i in range(THREAD_M):
             for j in range(THREAD_N):
                 acc[i, j] = zero
-        # The two input-patch elements this thread stages per chunk: fixed pixels, so decode them once.
-        loads = (TILE_K * TILE_M) // (TILE_M // THREAD_M * TILE_N // THREAD_N)
-        for k0 in range(0, k_total, TILE_K):
-            for e in range(loads):
-                slot = tid + e * (TILE_M // THREAD_M) * (TILE_N // THREAD_N)
-                kk = slot // TILE_M
-                mm = slot % TILE_M
-                m = m0 + mm
-                k = k0 + kk
-                value = zero
-                if m < pixels and k < k_total:
-                    ow = m % ow_
-                    oh = (m // ow_) % oh_
-                    od = (m // (ow_ * oh_)) % od_
-                    n = m // (ow_ * oh_ * od_)
-                    ci = k // taps
-                    tap = k % taps
-                    kw = tap % kw_
-                    kh = (tap // kw_) % kh_
-                    kd = tap // (kw_ * kh_)
-                    idd = source_index(od * conv[0] - conv[3] + kd * conv[6], d_, mode)
-                    ih = source_index(oh * conv[1] - conv[4] + kh * conv[7], h_, mode)
-                    iw = source_index(ow * conv[2] - conv[5] + kw * conv[8], w_, mode)
-                    if idd >= 0 and ih >= 0 and iw >= 0:
-                        value = x[n * xs[0] + (g * cgi + ci) * xs[1] + idd * xs[2] + ih * xs[3] + iw * xs[4]]
-                a_tile[kk, mm] = value
-                kk = slot // TILE_N
-                nn = slot % TILE_N
-                k = k0 + kk
-                co = n0 + nn
-                b_tile[kk, nn] = w[(g * k_total + k) * cgo + co] if k < k_total and co < cgo else zero
-            cuda.syncthreads()  # the slabs are complete before anyone reads them
-            for kk in range(TILE_K):
-                for i in range(THREAD_M):
-                    a = a_tile[kk, tm + i * (TILE_M // THREAD_M)]
-                    for j in range(THREAD_N):
-                        acc[i, j] += a * b_tile[kk, tn + j * (TILE_N // THREAD_N)]
-            cuda.syncthreads()  # everyone is done reading before the next chunk overwrites the slabs
+        # Every patch element this thread stages belongs to one pixel (slots differ by whole rows of
+        # TILE_M): decode its coordinates once.
+        mm = tid % TILE_M
+        m = m0 + mm
+        ow = m % ow_
+        oh = (m // ow_) % oh_
+        od = (m // (ow_ * oh_)) % od_
+        base = (m // (ow_ * oh_ * od_)) * xs[0] + g * cgi * xs[1]
+        valid = m < pixels
+        pd0 = od * conv[0] - conv[3]
+        ph0 = oh * conv[1] - conv[4]
+        pw0 = ow * conv[2] - conv[5]
+        k_first = tid // TILE_M
+        tap = 0
+        for kd in range(kd_):
+            idd = source_index(pd0 + kd * conv[6], d_, mode)
+            for kh in range(kh_):
+                ih = source_index(ph0 + kh * conv[7], h_, mode)
+                for kw in range(kw_):
+                    iw = source_index(pw0 + kw * conv[8], w_, mode)
+                    inside = valid and idd >= 0 and ih >= 0 and iw >= 0
+                    pixel = base + idd * xs[2] + ih * xs[3] + iw * xs[4]
+                    w_tap = (g * kd_ * kh_ * kw_ + tap) * cgi
+                    for c0 in range(0, cgi, TILE_K):
+                        for e in range(A_LOADS):
+                            kk = k_first + e * (DIRECT_THREADS // TILE_M)
+                            ci = c0 + kk
+                            a_tile[kk, mm] = x[pixel + ci * xs[1]] if inside and ci < cgi else zero
+                        for e in range(B_LOADS):
+                            slot = tid + e * DIRECT_THREADS
+                            kk = slot // TILE_N
+                            co = n0 + slot % TILE_N
+                            ci = c0 + kk
+                            b_tile[kk, slot % TILE_N] = w[(w_tap + ci) * cgo + co] if ci < cgi and co < cgo else zero
+                        cuda.syncthreads()  # the slabs are complete before anyone reads them
+                        for kk in range(TILE_K):
+                            for i in range(THREAD_M):
+                                a = a_tile[kk, tm + i * M_STEP]
+                                for j in range(THREAD_N):
+                                    acc[i, j] += a * b_tile[kk, tn + j * N_STEP]
+                        cuda.syncthreads()  # all reads are done before the next chunk overwrites the slabs
+                    tap += 1
         for i in range(THREAD_M):
-            m = m0 + tm + i * (TILE_M // THREAD_M)
+            m = m0 + tm + i * M_STEP
             if m >= pixels:
                 continue
             ow = m % ow_
             oh = (m // ow_) % oh_
             od = (m // (ow_ * oh_)) % od_
             n = m // (ow_ * oh_ * od_)
+            pixel = n * os[0] + od * os[2] + oh * os[3] + ow * os[4]
             for j in range(THREAD_N):
-                co = n0 + tn + j * (TILE_N // THREAD_N)
+                co = n0 + tn + j * N_STEP
                 if co < cgo:
                     channel = g * cgo + co
                     value = acc[i, j]
                     if bias.shape[0] > 0:
                         value += bias[channel]
-                    out[n * os[0] + channel_dest[channel] * os[1] + od * os[2] + oh * os[3] + ow * os[4]] = value
+                    out[pixel + channel_dest[channel] * os[1]] = value
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def conv_small_groups(numba_dtype):
+    """Groups of at most SMALL_GROUP_OUTPUTS output channels: one thread per (pixel, group)."""
+    zero = numba_dtype(0)
+
+    @cuda.jit
+    def kernel(x, xs, w, bias, out, os, channel_dest, sizes, conv, mode):
+        # Same arguments and weight packing as conv_direct.
+        d_, h_, w_, od_, oh_, ow_ = sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7]
+        cgi, cgo, kd_, kh_, kw_ = sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]
+        m = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        g = cuda.blockIdx.y
+        if m >= sizes[0] * od_ * oh_ * ow_:
+            return
+        ow = m % ow_
+        oh = (m // ow_) % oh_
+        od = (m // (ow_ * oh_)) % od_
+        n = m // (ow_ * oh_ * od_)
+        acc = cuda.local.array(SMALL_GROUP_OUTPUTS, numba_dtype)
+        for j in range(SMALL_GROUP_OUTPUTS):
+            acc[j] = zero
+        base = n * xs[0] + g * cgi * xs[1]
+        tap = 0
+        for kd in range(kd_):
+            idd = source_index(od * conv[0] - conv[3] + kd * conv[6], d_, mode)
+            for kh in range(kh_):
+                ih = source_index(oh * conv[1] - conv[4] + kh * conv[7], h_, mode)
+                for kw in range(kw_):
+                    iw = source_index(ow * conv[2] - conv[5] + kw * conv[8], w_, mode)
+                    if idd >= 0 and ih >= 0 and iw >= 0:
+                        pixel = base + idd * xs[2] + ih * xs[3] + iw * xs[4]
+                        wrow = ((g * kd_ * kh_ * kw_ + tap) * cgi) * cgo
+                        for ci in range(cgi):
+                            value = x[pixel + ci * xs[1]]
+                            for j in range(SMALL_GROUP_OUTPUTS):  # unrolled: acc stays in registers
+                                if j < cgo:
+                                    acc[j] += value * w[wrow + ci * cgo + j]
+                    tap += 1
+        pixel = n * os[0] + od * os[2] + oh * os[3] + ow * os[4]
+        for j in range(SMALL_GROUP_OUTPUTS):
+            if j < cgo:
+                channel = g * cgo + j
+                value = acc[j]
+                if bias.shape[0] > 0:
+                    value += bias[channel]
+                out[pixel + channel_dest[channel] * os[1]] = value
 
     return kernel

@@ -1,0 +1,115 @@
+"""Where a numbaconv GPU call spends its time: the kernel alone versus the whole Python call.
+
+    python perf/gpu_profile.py [--out DIR]
+
+For each suite layer (batch 32): CUDA-event time of the full ``prepared(x, device='cuda')`` call, of the
+kernel launched alone on preallocated arguments (launch overhead included: the GPU idles meanwhile), of a
+bare ``cuda.device_array`` allocation, and the kernel's device time from the profiler (CUPTI), beside
+cuDNN's device time for the same layer.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    import torch
+    from numba import cuda
+
+    import numbaconv as nc
+    from numbaconv import cuda_api
+    from numbaconv.benchmark import SUITE
+
+    captured = {}
+    original_direct = {}
+
+    def event_ms(fn, reps=30):
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return statistics.median(times)
+
+    # Capture the launch the GPU path makes, by wrapping the kernels' launch configuration.
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, config):
+            launch = self.kernel[config]
+
+            def run(*args):
+                captured["launch"] = (launch, args)
+                return launch(*args)
+            return run
+
+    from numbaconv.kernels.cuda import depthwise, direct, transposed
+    for module, names in ((direct, ("conv_direct", "conv_small_groups")),
+                          (depthwise, ("conv_depthwise", "conv_depthwise_channels_last")),
+                          (transposed, ("conv_transposed",))):
+        for name in names:
+            factory = getattr(module, name)
+            original_direct[(module, name)] = factory
+            setattr(module, name, lambda dtype, factory=factory: Recorder(factory(dtype)))
+
+    def device_ms(fn, reps=10):
+        """Mean device time of the CUDA kernels one fn() launches, read by the profiler."""
+        fn()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                fn()
+            torch.cuda.synchronize()
+        total = sum(e.device_time_total for e in prof.key_averages() if e.device_time_total > 0
+                    and "Memcpy" not in e.key and "Memset" not in e.key)
+        return total / reps / 1e3
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    F = torch.nn.functional
+    rows = []
+    print(f"{'layer':30s} {'call ms':>9s} {'launch ms':>10s} {'alloc ms':>9s} {'device ms':>10s} {'cuDNN dev ms':>12s}")
+    for layer in SUITE:
+        if layer.spec.ndim != 2:
+            continue
+        x = torch.randn(layer.input_shape(32), device="cuda")
+        prepared = nc.prepare(layer.spec, torch.randn(layer.spec.weight_shape).numpy(), shuffle_groups=layer.shuffle)
+        call = event_ms(lambda: prepared(x, device="cuda"))
+        launch, args = captured["launch"]
+        kernel = event_ms(lambda: launch(*args))
+        shape = prepared.output_shape(tuple(x.shape))
+        alloc = event_ms(lambda: cuda.device_array(shape, "float32"))
+        device = device_ms(lambda: launch(*args))
+        spec = layer.spec
+        w = torch.randn(spec.weight_shape, device="cuda")
+        padding = tuple(p[0] for p in spec.padding)
+        if spec.transposed:
+            torch_fn = lambda: F.conv_transpose2d(x, w, None, spec.stride, padding, spec.output_padding,  # noqa
+                                                  spec.groups)
+        else:
+            torch_fn = lambda: F.conv2d(x, w, None, spec.stride, padding, spec.dilation, spec.groups)  # noqa
+        cudnn = device_ms(torch_fn)
+        rows.append((layer.name, call, kernel, alloc, device, cudnn))
+        print(f"{layer.name:30s} {call:9.3f} {kernel:10.3f} {alloc:9.3f} {device:10.3f} {cudnn:12.3f}", flush=True)
+    if len(sys.argv) > 2 and sys.argv[1] == "--out":
+        lines = ["| layer | whole call ms | launch ms | allocation ms | kernel device ms | cuDNN device ms | "
+                 "device ratio |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.3f} | {r[5] / r[4]:.2f}x |"
+                  for r in rows]
+        (Path(sys.argv[2]) / "gpu_profile.md").write_text("\n".join(lines) + "\n")
+    del cuda_api
+
+
+if __name__ == "__main__":
+    main()
