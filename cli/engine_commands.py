@@ -53,7 +53,6 @@ def bench(threads, batch, only, seconds, no_peers, json_path):
     percentage is of the machine's float32 peak, measured here with a register-resident FMA loop.
     perf/bench_cpu.py runs the same harness and writes the committed tables.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import numba
 
     from numbaconv import benchmark as B

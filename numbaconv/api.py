@@ -18,7 +18,7 @@ from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise_channels_first
 from .kernels.cpu.direct import conv_direct
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
-from .kernels.index import PADDING_MODE_CODES
+from .kernels.index import PADDING_MODE_CODES, element_strides
 from .spec import ConvSpec, ConvSpecError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -196,6 +196,8 @@ class PreparedConv:
                 result.shape[:2] + (1,) * (4 - result.ndim) + result.shape[2:]), *_pad2(spec.stride, 1),
                 *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1))
             return result
+        if self.kernel == "simd":
+            return self._run_simd(x, last, bound, result)
         pad_before = (0,) * spec.ndim if spec.transposed else bound.pad_before
         pad_after = (0,) * spec.ndim if spec.transposed else bound.pad_after
         xin = self._channels_last_padded(x, last, _pad3(pad_before, 0), _pad3(pad_after, 0))
@@ -208,8 +210,6 @@ class PreparedConv:
             conv_depthwise(xin, self.packed, self.bias, y, *s, *d)
         elif self.kernel == "transposed":
             conv_transposed(xin, self.packed, self.bias, y, *s, *_pad3(bound.pad_before, 0), *d)
-        elif self.kernel == "simd":
-            self.simd_kernel(xin, self.packed, self.bias, y, *s, *d)
         else:
             conv_direct(xin, self.packed, self.bias, y, *s, *d)
         if direct_out:
@@ -218,6 +218,37 @@ class PreparedConv:
             cpu_layout.gather_channels_last(y, _to_5d_channels_last(result), self.channel_source)
         else:
             cpu_layout.channels_last_to_first(y, _to_5d_channels_first(result), self.channel_source)
+        return result
+
+    def _run_simd(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:
+        """The SIMD kernel reads either layout through strides and stores straight into the result; only a
+        folded channel shuffle goes through a channels-last scratch buffer and a gather copy."""
+        spec = self.spec
+        before, after = _pad3(bound.pad_before, 0), _pad3(bound.pad_after, 0)
+        if last:
+            xin = self._channels_last_padded(x, True, before, after)
+            in5 = (xin.shape[0], xin.shape[4], *xin.shape[1:4])
+        else:
+            xin = _pad_channels_first(_to_5d_channels_first(x), before, after,
+                                      PADDING_MODE_CODES[spec.padding_mode])
+            in5 = xin.shape
+        n, out3 = bound.batch, _pad3(bound.out_spatial, 1)
+        per_group = spec.out_channels // spec.groups
+        if self.shuffle_groups:
+            y = np.empty((n, *out3, self.kernel_channels), self.dtype)
+            y_strides = element_strides((n, self.kernel_channels, *out3), True)
+            out_group = self.kernel_channels // spec.groups
+        else:
+            y = result
+            y_strides = element_strides((n, spec.out_channels, *out3), last)
+            out_group = per_group
+        self.simd_kernel(xin, element_strides(in5, last), self.packed, self.bias, y, y_strides, (n, *out3),
+                         out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1))
+        if self.shuffle_groups:
+            if last:
+                cpu_layout.gather_channels_last(y, _to_5d_channels_last(result), self.channel_source)
+            else:
+                cpu_layout.channels_last_to_first(y, _to_5d_channels_first(result), self.channel_source)
         return result
 
     def _channels_last_padded(self, x: np.ndarray, last: bool, before: tuple, after: tuple) -> np.ndarray:
@@ -267,6 +298,21 @@ def _real_gpu_usable() -> bool:
         from .cuda_api import cuda_status
         _GPU_USABLE.append(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and cuda_status()[0])
     return _GPU_USABLE[0]
+
+
+def _pad_channels_first(x5: np.ndarray, before: tuple, after: tuple, mode: int) -> np.ndarray:
+    """A C-contiguous padded copy of a channels-first (N, C, D, H, W) array (x5 itself when no padding)."""
+    if not any(before) and not any(after):
+        return np.ascontiguousarray(x5)
+    n, c = x5.shape[:2]
+    if mode == 0:  # zeros: a zeroed buffer and one strided copy of the interior
+        out = np.zeros((n, c, *(v + b + a for v, b, a in zip(x5.shape[2:], before, after))), x5.dtype)
+        out[:, :, before[0]:before[0] + x5.shape[2], before[1]:before[1] + x5.shape[3],
+            before[2]:before[2] + x5.shape[4]] = x5
+        return out
+    planes = np.ascontiguousarray(x5).reshape(n * c, *x5.shape[2:], 1)  # each plane as one channel
+    padded = _pad_channels_last(planes, before, after, mode)
+    return padded.reshape(n, c, *padded.shape[1:4])
 
 
 def _pad_channels_last(x5: np.ndarray, before: tuple, after: tuple, mode: int) -> np.ndarray:

@@ -222,11 +222,13 @@ def run_layer(layer: Layer, batch: int, threads: int, seconds: float = 1.0, peer
     contenders = numbaconv_contenders(layer, x, w)
     if peers:
         contenders += torch_contenders(layer, x, w, threads) + onnxruntime_contenders(layer, x, w, threads)
-        contenders += numpy_contender(layer, x, w)
-    outputs = {c.name: c.run() for c in contenders}  # first calls: compile, warm up
+    # NumPy's BLAS threads busy-wait for about 0.1 s after each call, taking a core from whoever runs
+    # next on a 2-core machine, so the NumPy baseline is timed on its own after the interleaved rounds.
+    separate = numpy_contender(layer, x, w) if peers else []
+    outputs = {c.name: c.run() for c in contenders + separate}  # first calls: compile, warm up
     expected = next((outputs[n] for n in ("torch", "onnxruntime", "numpy") if n in outputs), None)
     errors = {}
-    for c in contenders:
+    for c in contenders + separate:
         y = outputs[c.name]
         y = np.moveaxis(y, -1, 1) if c.layout == "nhwc" else y
         if expected is not None:
@@ -234,14 +236,31 @@ def run_layer(layer: Layer, batch: int, threads: int, seconds: float = 1.0, peer
             errors[c.name] = err
             if err > 1e-3:
                 raise AssertionError(f"{layer.name}: {c.name} differs from the peer by {err:.2e} (relative)")
+    # Interleaved rounds, so machine noise hits every contender alike.  In each round a contender first
+    # runs once untimed (the previous runtime's idle threads stop spinning, its own caches warm up), then
+    # a block of calls lasting about 20 ms is timed as one.
+    calls = {}
+    for c in contenders:
+        start = time.perf_counter()
+        c.run()
+        calls[c.name] = max(1, int(0.02 / max(time.perf_counter() - start, 1e-6)))
     deadline = time.perf_counter() + seconds * len(contenders)
     rounds = 0
-    while rounds < 3 or (time.perf_counter() < deadline and rounds < 200):
-        for c in contenders:  # interleaved, so machine noise hits every contender alike
+    while rounds < 3 or (time.perf_counter() < deadline and rounds < 100):
+        for c in contenders:
+            c.run()
+            start = time.perf_counter()
+            for _ in range(calls[c.name]):
+                c.run()
+            c.times.append((time.perf_counter() - start) / calls[c.name])
+        rounds += 1
+    for c in separate:
+        c.run()
+        for _ in range(max(3, min(rounds, 10))):
             start = time.perf_counter()
             c.run()
             c.times.append(time.perf_counter() - start)
-        rounds += 1
+    contenders += separate
     flops = layer.flops(batch)
     cost = conv_cost(layer.spec, layer.input_shape(batch))
     rows = {c.name: {"median_ms": 1e3 * statistics.median(c.times), "gflops": flops / statistics.median(c.times) / 1e9,

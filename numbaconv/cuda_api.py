@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import packing
-from .kernels.index import PADDING_MODE_CODES
+from .kernels.index import PADDING_MODE_CODES, element_strides
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -66,14 +66,6 @@ def _as_device(cuda, x: Any, name: str):
             return array
         return cuda.to_device(np.ascontiguousarray(array.copy_to_host()))  # rare: a strided GPU view
     return cuda.to_device(np.ascontiguousarray(np.asarray(x)))
-
-
-def _strides(shape5: tuple[int, ...], last: bool) -> tuple[int, int, int, int, int]:
-    """Element strides of (n, c, d, h, w) for a C-contiguous array stored channels-first or channels-last."""
-    n, c, d, h, w = shape5
-    if last:
-        return (d * h * w * c, 1, h * w * c, w * c, c)
-    return (c * d * h * w, d * h * w, h * w, w, 1)
 
 
 def _pad3(values, fill):
@@ -138,7 +130,7 @@ def run_prepared_cuda(prepared, x: Any, layout: str | None, out: Any = None):
         return result if unbatched is False else result[0]
     in5 = (cf_shape[0], cf_shape[1], *_pad3(cf_shape[2:], 1))
     out5 = (n, spec.out_channels, *_pad3(out_spatial, 1))
-    xs, os = _strides(in5, last), _strides(out5, last)
+    xs, os = element_strides(in5, last), element_strides(out5, last)
     x_flat, out_flat = xd.reshape(xd.size), result.reshape(math.prod(result_shape))
     s, d = _pad3(spec.stride, 1), _pad3(spec.dilation, 1)
     conv = (*s, *_pad3(bound.pad_before, 0), *d)

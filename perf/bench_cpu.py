@@ -19,8 +19,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# Idle worker threads of one runtime must not spin while the next contender runs (interleaved timing).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMPILE_PROBE = """
 import time, numpy as np

@@ -24,3 +24,14 @@ def source_index(i, length, mode):
 def ceil_div(a, b):
     """ceil(a / b) for b > 0, any sign of a."""
     return -((-a) // b)
+
+
+def element_strides(shape5, channels_last):
+    """Element strides of (n, c, d, h, w) for a C-contiguous array stored channels-first or -last.
+
+    ``shape5`` is the logical (N, C, D, H, W) shape (plain Python, for kernel arguments).
+    """
+    n, c, d, h, w = shape5
+    if channels_last:
+        return (d * h * w * c, 1, h * w * c, w * c, c)
+    return (c * d * h * w, d * h * w, h * w, w, 1)

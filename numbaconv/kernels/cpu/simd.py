@@ -142,3 +142,16 @@ def vlanes(typingctx, array):
         return ir.Constant(ir.IntType(64), lanes)
 
     return types.int64(array), codegen
+
+
+@intrinsic
+def vget(typingctx, vector, lane):
+    """Lane ``lane`` of a vector, as a scalar."""
+    if not isinstance(vector, SimdVector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        return builder.extract_element(args[0], index)
+
+    return vector.dtype(vector, lane), codegen
