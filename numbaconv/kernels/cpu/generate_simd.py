@@ -31,14 +31,12 @@ from numba import njit, prange
 from .simd import vfma, vget, vlanes, vload, vsplat, vstore, vzeros
 
 
-@njit(cache=True, inline="always")
-def store_vector(os, index, stride, value, count, lanes):
-    """Lanes 0..count-1 of value to os[index + lane * stride]: one vector store when it is contiguous."""
-    if stride == 1 and count == lanes:
-        vstore(os, index, value)
-    else:
-        for lane in range(count):
-            os[index + lane * stride] = vget(value, lane)
+@njit(cache=True)
+def scatter_vector(os, index, stride, value, count):
+    """Lanes 0..count-1 of value to os[index + lane * stride] (a call: inlining it 24 times per kernel
+    doubled the compile time, and it runs once per output vector)."""
+    for lane in range(count):
+        os[index + lane * stride] = vget(value, lane)
 '''
 
 
@@ -70,6 +68,7 @@ def kernel_source(pixels: int, vectors: int) -> str:
     emit("        out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc")
     for v in range(vectors):
         emit(f"        count{v} = min(lanes, max(0, cgo - ob * BLOCK - {v} * lanes))  # real channels in vector {v}")
+    emit("        contiguous = oc == 1 and " + " and ".join(f"count{v} == lanes" for v in range(vectors)))
     emit("        ow0 = 0")
     for count, head in ((pixels, f"while ow0 + {pixels} <= OW:"), (1, "while ow0 < OW:  # the last pixels")):
         emit(f"        {head}")
@@ -79,7 +78,8 @@ def kernel_source(pixels: int, vectors: int) -> str:
                 emit(f"{pad}a{p}_{v} = vload(bias, bias0 + {v} * lanes) if has_bias else vzeros(w)")
         # Channels-last input has unit channel stride: its own copy of the reduction keeps the addressing
         # to one induction variable (the general stride costs 15-25% there).
-        for branch, step in (("if xc == 1:", "ci"), ("else:", "ci * xc")):
+        copies = (("if xc == 1:", "ci"), ("else:", "ci * xc")) if count > 1 else (("if True:", "ci * xc"),)
+        for branch, step in copies:  # the one-pixel tail is rare: one general copy keeps compile time down
             emit(f"{pad}{branch}")
             emit(f"{pad}    for kd in range(KD):")
             emit(f"{pad}        for kh in range(KH):")
@@ -95,10 +95,14 @@ def kernel_source(pixels: int, vectors: int) -> str:
                 emit(f"{pad}                    b = vsplat(xs, x{p} + {step})")
                 for v in range(vectors):
                     emit(f"{pad}                    a{p}_{v} = vfma(b, w{v}, a{p}_{v})")
+        emit(f"{pad}if contiguous:")
         for p in range(count):
             for v in range(vectors):
-                emit(f"{pad}store_vector(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes * oc, oc, a{p}_{v}, "
-                     f"count{v}, lanes)")
+                emit(f"{pad}    vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
+        emit(f"{pad}else:")
+        for p in range(count):
+            for v in range(vectors):
+                emit(f"{pad}    scatter_vector(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes * oc, oc, a{p}_{v}, count{v})")
         emit(f"{pad}ow0 += {count}")
     return "\n".join(lines) + "\n"
 

@@ -14,14 +14,12 @@ from numba import njit, prange
 from .simd import vfma, vget, vlanes, vload, vsplat, vstore, vzeros
 
 
-@njit(cache=True, inline="always")
-def store_vector(os, index, stride, value, count, lanes):
-    """Lanes 0..count-1 of value to os[index + lane * stride]: one vector store when it is contiguous."""
-    if stride == 1 and count == lanes:
-        vstore(os, index, value)
-    else:
-        for lane in range(count):
-            os[index + lane * stride] = vget(value, lane)
+@njit(cache=True)
+def scatter_vector(os, index, stride, value, count):
+    """Lanes 0..count-1 of value to os[index + lane * stride] (a call: inlining it 24 times per kernel
+    doubled the compile time, and it runs once per output vector)."""
+    for lane in range(count):
+        os[index + lane * stride] = vget(value, lane)
 
 
 @njit(parallel=True, cache=True)
@@ -47,6 +45,7 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
+        contiguous = oc == 1 and count0 == lanes and count1 == lanes
         ow0 = 0
         while ow0 + 6 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -127,36 +126,37 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                                 b = vsplat(xs, x5 + ci * xc)
                                 a5_0 = vfma(b, w0, a5_0)
                                 a5_1 = vfma(b, w1, a5_1)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1)
             ow0 += 6
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-            if xc == 1:
-                for kd in range(KD):
-                    for kh in range(KH):
-                        x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
-                            wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
-                            x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
-                            for ci in range(CGI):
-                                w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
-                                w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
-                                b = vsplat(xs, x0 + ci)
-                                a0_0 = vfma(b, w0, a0_0)
-                                a0_1 = vfma(b, w1, a0_1)
-            else:
+            if True:
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
@@ -169,8 +169,12 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                                 b = vsplat(xs, x0 + ci * xc)
                                 a0_0 = vfma(b, w0, a0_0)
                                 a0_1 = vfma(b, w1, a0_1)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
             ow0 += 1
 
 
@@ -196,6 +200,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         x_group = n * xn + g * CGI * xc
         out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
+        contiguous = oc == 1 and count0 == lanes
         ow0 = 0
         while ow0 + 12 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -298,33 +303,36 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                                 a10_0 = vfma(b, w0, a10_0)
                                 b = vsplat(xs, x11 + ci * xc)
                                 a11_0 = vfma(b, w0, a11_0)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, a6_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, a7_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 8) * ow_ + 0 * lanes * oc, oc, a8_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 9) * ow_ + 0 * lanes * oc, oc, a9_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 10) * ow_ + 0 * lanes * oc, oc, a10_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 11) * ow_ + 0 * lanes * oc, oc, a11_0, count0, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                vstore(os, out_row + (ow0 + 8) * ow_ + 0 * lanes, a8_0)
+                vstore(os, out_row + (ow0 + 9) * ow_ + 0 * lanes, a9_0)
+                vstore(os, out_row + (ow0 + 10) * ow_ + 0 * lanes, a10_0)
+                vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
+                scatter_vector(os, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, a6_0, count0)
+                scatter_vector(os, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, a7_0, count0)
+                scatter_vector(os, out_row + (ow0 + 8) * ow_ + 0 * lanes * oc, oc, a8_0, count0)
+                scatter_vector(os, out_row + (ow0 + 9) * ow_ + 0 * lanes * oc, oc, a9_0, count0)
+                scatter_vector(os, out_row + (ow0 + 10) * ow_ + 0 * lanes * oc, oc, a10_0, count0)
+                scatter_vector(os, out_row + (ow0 + 11) * ow_ + 0 * lanes * oc, oc, a11_0, count0)
             ow0 += 12
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-            if xc == 1:
-                for kd in range(KD):
-                    for kh in range(KH):
-                        x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
-                            wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
-                            x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
-                            for ci in range(CGI):
-                                w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
-                                b = vsplat(xs, x0 + ci)
-                                a0_0 = vfma(b, w0, a0_0)
-            else:
+            if True:
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
@@ -335,7 +343,10 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                                 w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
                                 b = vsplat(xs, x0 + ci * xc)
                                 a0_0 = vfma(b, w0, a0_0)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
             ow0 += 1
 
 
@@ -364,6 +375,7 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
         count2 = min(lanes, max(0, cgo - ob * BLOCK - 2 * lanes))  # real channels in vector 2
         count3 = min(lanes, max(0, cgo - ob * BLOCK - 3 * lanes))  # real channels in vector 3
+        contiguous = oc == 1 and count0 == lanes and count1 == lanes and count2 == lanes and count3 == lanes
         ow0 = 0
         while ow0 + 6 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -484,54 +496,63 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                                 a5_1 = vfma(b, w1, a5_1)
                                 a5_2 = vfma(b, w2, a5_2)
                                 a5_3 = vfma(b, w3, a5_3)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 2 * lanes * oc, oc, a0_2, count2, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 3 * lanes * oc, oc, a0_3, count3, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 2 * lanes * oc, oc, a1_2, count2, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 3 * lanes * oc, oc, a1_3, count3, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 2 * lanes * oc, oc, a2_2, count2, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 3 * lanes * oc, oc, a2_3, count3, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 2 * lanes * oc, oc, a3_2, count2, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 3 * lanes * oc, oc, a3_3, count3, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 2 * lanes * oc, oc, a4_2, count2, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 3 * lanes * oc, oc, a4_3, count3, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 2 * lanes * oc, oc, a5_2, count2, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 3 * lanes * oc, oc, a5_3, count3, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 2 * lanes, a1_2)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 3 * lanes, a1_3)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 2 * lanes, a2_2)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 3 * lanes, a2_3)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 2 * lanes, a3_2)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 3 * lanes, a3_3)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 2 * lanes, a4_2)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 3 * lanes, a4_3)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 2 * lanes, a5_2)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 3 * lanes, a5_3)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 2 * lanes * oc, oc, a0_2, count2)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 3 * lanes * oc, oc, a0_3, count3)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 2 * lanes * oc, oc, a1_2, count2)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 3 * lanes * oc, oc, a1_3, count3)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 2 * lanes * oc, oc, a2_2, count2)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 3 * lanes * oc, oc, a2_3, count3)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 2 * lanes * oc, oc, a3_2, count2)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 3 * lanes * oc, oc, a3_3, count3)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 2 * lanes * oc, oc, a4_2, count2)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 3 * lanes * oc, oc, a4_3, count3)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 2 * lanes * oc, oc, a5_2, count2)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 3 * lanes * oc, oc, a5_3, count3)
             ow0 += 6
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
             a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
             a0_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
-            if xc == 1:
-                for kd in range(KD):
-                    for kh in range(KH):
-                        x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
-                            wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
-                            x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
-                            for ci in range(CGI):
-                                w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
-                                w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
-                                w2 = vload(ws, wk + ci * BLOCK + 2 * lanes)
-                                w3 = vload(ws, wk + ci * BLOCK + 3 * lanes)
-                                b = vsplat(xs, x0 + ci)
-                                a0_0 = vfma(b, w0, a0_0)
-                                a0_1 = vfma(b, w1, a0_1)
-                                a0_2 = vfma(b, w2, a0_2)
-                                a0_3 = vfma(b, w3, a0_3)
-            else:
+            if True:
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
@@ -548,10 +569,16 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                                 a0_1 = vfma(b, w1, a0_1)
                                 a0_2 = vfma(b, w2, a0_2)
                                 a0_3 = vfma(b, w3, a0_3)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 2 * lanes * oc, oc, a0_2, count2, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 3 * lanes * oc, oc, a0_3, count3, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 2 * lanes * oc, oc, a0_2, count2)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 3 * lanes * oc, oc, a0_3, count3)
             ow0 += 1
 
 
@@ -578,6 +605,7 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
+        contiguous = oc == 1 and count0 == lanes and count1 == lanes
         ow0 = 0
         while ow0 + 12 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -718,48 +746,61 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                                 b = vsplat(xs, x11 + ci * xc)
                                 a11_0 = vfma(b, w0, a11_0)
                                 a11_1 = vfma(b, w1, a11_1)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, a6_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 6) * ow_ + 1 * lanes * oc, oc, a6_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, a7_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 7) * ow_ + 1 * lanes * oc, oc, a7_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 8) * ow_ + 0 * lanes * oc, oc, a8_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 8) * ow_ + 1 * lanes * oc, oc, a8_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 9) * ow_ + 0 * lanes * oc, oc, a9_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 9) * ow_ + 1 * lanes * oc, oc, a9_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 10) * ow_ + 0 * lanes * oc, oc, a10_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 10) * ow_ + 1 * lanes * oc, oc, a10_1, count1, lanes)
-            store_vector(os, out_row + (ow0 + 11) * ow_ + 0 * lanes * oc, oc, a11_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 11) * ow_ + 1 * lanes * oc, oc, a11_1, count1, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+                vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                vstore(os, out_row + (ow0 + 6) * ow_ + 1 * lanes, a6_1)
+                vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                vstore(os, out_row + (ow0 + 7) * ow_ + 1 * lanes, a7_1)
+                vstore(os, out_row + (ow0 + 8) * ow_ + 0 * lanes, a8_0)
+                vstore(os, out_row + (ow0 + 8) * ow_ + 1 * lanes, a8_1)
+                vstore(os, out_row + (ow0 + 9) * ow_ + 0 * lanes, a9_0)
+                vstore(os, out_row + (ow0 + 9) * ow_ + 1 * lanes, a9_1)
+                vstore(os, out_row + (ow0 + 10) * ow_ + 0 * lanes, a10_0)
+                vstore(os, out_row + (ow0 + 10) * ow_ + 1 * lanes, a10_1)
+                vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
+                vstore(os, out_row + (ow0 + 11) * ow_ + 1 * lanes, a11_1)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
+                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
+                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
+                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
+                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
+                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1)
+                scatter_vector(os, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, a6_0, count0)
+                scatter_vector(os, out_row + (ow0 + 6) * ow_ + 1 * lanes * oc, oc, a6_1, count1)
+                scatter_vector(os, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, a7_0, count0)
+                scatter_vector(os, out_row + (ow0 + 7) * ow_ + 1 * lanes * oc, oc, a7_1, count1)
+                scatter_vector(os, out_row + (ow0 + 8) * ow_ + 0 * lanes * oc, oc, a8_0, count0)
+                scatter_vector(os, out_row + (ow0 + 8) * ow_ + 1 * lanes * oc, oc, a8_1, count1)
+                scatter_vector(os, out_row + (ow0 + 9) * ow_ + 0 * lanes * oc, oc, a9_0, count0)
+                scatter_vector(os, out_row + (ow0 + 9) * ow_ + 1 * lanes * oc, oc, a9_1, count1)
+                scatter_vector(os, out_row + (ow0 + 10) * ow_ + 0 * lanes * oc, oc, a10_0, count0)
+                scatter_vector(os, out_row + (ow0 + 10) * ow_ + 1 * lanes * oc, oc, a10_1, count1)
+                scatter_vector(os, out_row + (ow0 + 11) * ow_ + 0 * lanes * oc, oc, a11_0, count0)
+                scatter_vector(os, out_row + (ow0 + 11) * ow_ + 1 * lanes * oc, oc, a11_1, count1)
             ow0 += 12
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-            if xc == 1:
-                for kd in range(KD):
-                    for kh in range(KH):
-                        x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
-                            wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
-                            x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
-                            for ci in range(CGI):
-                                w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
-                                w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
-                                b = vsplat(xs, x0 + ci)
-                                a0_0 = vfma(b, w0, a0_0)
-                                a0_1 = vfma(b, w1, a0_1)
-            else:
+            if True:
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
@@ -772,6 +813,10 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                                 b = vsplat(xs, x0 + ci * xc)
                                 a0_0 = vfma(b, w0, a0_0)
                                 a0_1 = vfma(b, w1, a0_1)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0, lanes)
-            store_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1, lanes)
+            if contiguous:
+                vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+            else:
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
             ow0 += 1
