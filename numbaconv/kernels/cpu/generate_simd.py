@@ -69,6 +69,11 @@ def kernel_source(pixels: int, vectors: int) -> str:
     for v in range(vectors):
         emit(f"        count{v} = min(lanes, max(0, cgo - ob * BLOCK - {v} * lanes))  # real channels in vector {v}")
     emit("        contiguous = oc == 1 and " + " and ".join(f"count{v} == lanes" for v in range(vectors)))
+    emit("        # Channels-last, undilated, one group: the (kw, c_in) input segment of a row and its weights are")
+    emit("        # both contiguous, so the kw and c_in loops merge (the stem's 3 channels become 21 iterations).")
+    emit("        merge = xc == 1 and dw == 1 and CGI == xw")
+    emit("        row_taps = 1 if merge else KW")
+    emit("        row_channels = KW * CGI if merge else CGI")
     emit("        ow0 = 0")
     for count, head in ((pixels, f"while ow0 + {pixels} <= OW:"), (1, "while ow0 < OW:  # the last pixels")):
         emit(f"        {head}")
@@ -80,15 +85,16 @@ def kernel_source(pixels: int, vectors: int) -> str:
         # to one induction variable (the general stride costs 15-25% there).
         copies = (("if xc == 1:", "ci"), ("else:", "ci * xc")) if count > 1 else (("if True:", "ci * xc"),)
         for branch, step in copies:  # the one-pixel tail is rare: one general copy keeps compile time down
+            unit = step == "ci"
             emit(f"{pad}{branch}")
             emit(f"{pad}    for kd in range(KD):")
             emit(f"{pad}        for kh in range(KH):")
             emit(f"{pad}            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh")
-            emit(f"{pad}            for kw in range(KW):")
+            emit(f"{pad}            for kw in range({'row_taps' if unit else 'KW'}):")
             emit(f"{pad}                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK")
             for p in range(count):
                 emit(f"{pad}                x{p} = x_row + ((ow0 + {p}) * sw + kw * dw) * xw")
-            emit(f"{pad}                for ci in range(CGI):")
+            emit(f"{pad}                for ci in range({'row_channels' if unit else 'CGI'}):")
             for v in range(vectors):
                 emit(f"{pad}                    w{v} = vload(ws, wk + ci * BLOCK + {v} * lanes)")
             for p in range(count):

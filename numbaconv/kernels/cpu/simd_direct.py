@@ -46,6 +46,11 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
         contiguous = oc == 1 and count0 == lanes and count1 == lanes
+        # Channels-last, undilated, one group: the (kw, c_in) input segment of a row and its weights are
+        # both contiguous, so the kw and c_in loops merge (the stem's 3 channels become 21 iterations).
+        merge = xc == 1 and dw == 1 and CGI == xw
+        row_taps = 1 if merge else KW
+        row_channels = KW * CGI if merge else CGI
         ow0 = 0
         while ow0 + 6 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -64,7 +69,7 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
+                        for kw in range(row_taps):
                             wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
                             x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
                             x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
@@ -72,7 +77,7 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                             x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
                             x4 = x_row + ((ow0 + 4) * sw + kw * dw) * xw
                             x5 = x_row + ((ow0 + 5) * sw + kw * dw) * xw
-                            for ci in range(CGI):
+                            for ci in range(row_channels):
                                 w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
                                 w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
                                 b = vsplat(xs, x0 + ci)
@@ -201,6 +206,11 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         contiguous = oc == 1 and count0 == lanes
+        # Channels-last, undilated, one group: the (kw, c_in) input segment of a row and its weights are
+        # both contiguous, so the kw and c_in loops merge (the stem's 3 channels become 21 iterations).
+        merge = xc == 1 and dw == 1 and CGI == xw
+        row_taps = 1 if merge else KW
+        row_channels = KW * CGI if merge else CGI
         ow0 = 0
         while ow0 + 12 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -219,7 +229,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
+                        for kw in range(row_taps):
                             wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
                             x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
                             x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
@@ -233,7 +243,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                             x9 = x_row + ((ow0 + 9) * sw + kw * dw) * xw
                             x10 = x_row + ((ow0 + 10) * sw + kw * dw) * xw
                             x11 = x_row + ((ow0 + 11) * sw + kw * dw) * xw
-                            for ci in range(CGI):
+                            for ci in range(row_channels):
                                 w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
                                 b = vsplat(xs, x0 + ci)
                                 a0_0 = vfma(b, w0, a0_0)
@@ -376,6 +386,11 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         count2 = min(lanes, max(0, cgo - ob * BLOCK - 2 * lanes))  # real channels in vector 2
         count3 = min(lanes, max(0, cgo - ob * BLOCK - 3 * lanes))  # real channels in vector 3
         contiguous = oc == 1 and count0 == lanes and count1 == lanes and count2 == lanes and count3 == lanes
+        # Channels-last, undilated, one group: the (kw, c_in) input segment of a row and its weights are
+        # both contiguous, so the kw and c_in loops merge (the stem's 3 channels become 21 iterations).
+        merge = xc == 1 and dw == 1 and CGI == xw
+        row_taps = 1 if merge else KW
+        row_channels = KW * CGI if merge else CGI
         ow0 = 0
         while ow0 + 6 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -406,7 +421,7 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
+                        for kw in range(row_taps):
                             wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
                             x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
                             x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
@@ -414,7 +429,7 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                             x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
                             x4 = x_row + ((ow0 + 4) * sw + kw * dw) * xw
                             x5 = x_row + ((ow0 + 5) * sw + kw * dw) * xw
-                            for ci in range(CGI):
+                            for ci in range(row_channels):
                                 w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
                                 w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
                                 w2 = vload(ws, wk + ci * BLOCK + 2 * lanes)
@@ -606,6 +621,11 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
         contiguous = oc == 1 and count0 == lanes and count1 == lanes
+        # Channels-last, undilated, one group: the (kw, c_in) input segment of a row and its weights are
+        # both contiguous, so the kw and c_in loops merge (the stem's 3 channels become 21 iterations).
+        merge = xc == 1 and dw == 1 and CGI == xw
+        row_taps = 1 if merge else KW
+        row_channels = KW * CGI if merge else CGI
         ow0 = 0
         while ow0 + 12 <= OW:
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -636,7 +656,7 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                 for kd in range(KD):
                     for kh in range(KH):
                         x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
-                        for kw in range(KW):
+                        for kw in range(row_taps):
                             wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
                             x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
                             x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
@@ -650,7 +670,7 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                             x9 = x_row + ((ow0 + 9) * sw + kw * dw) * xw
                             x10 = x_row + ((ow0 + 10) * sw + kw * dw) * xw
                             x11 = x_row + ((ow0 + 11) * sw + kw * dw) * xw
-                            for ci in range(CGI):
+                            for ci in range(row_channels):
                                 w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
                                 w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
                                 b = vsplat(xs, x0 + ci)
