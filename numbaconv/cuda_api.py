@@ -72,6 +72,18 @@ def _pad3(values, fill):
     return (fill,) * (3 - len(values)) + tuple(values)
 
 
+def gpu_kernel(spec, shuffle_groups: int = 0, last: bool = False) -> str:
+    """Which CUDA kernel runs ``spec``: 'direct' (implicit GEMM, also transposed), 'small_groups',
+    'transposed' (gather, for narrow transposed groups), 'depthwise' or 'depthwise_channels_last'."""
+    from .kernels.cuda.launch import SMALL_GROUP_OUTPUTS
+    per_group, g = spec.out_channels // spec.groups, spec.groups
+    if spec.transposed:
+        return "transposed" if per_group <= SMALL_GROUP_OUTPUTS and g > 1 else "direct"
+    if spec.groups == spec.in_channels and g > 1 and not shuffle_groups:
+        return "depthwise_channels_last" if last else "depthwise"
+    return "small_groups" if per_group <= SMALL_GROUP_OUTPUTS and g > 1 else "direct"
+
+
 def _device_weights(cuda, prepared, family: str):
     """Packed weights and bias on the device, made once per PreparedConv and family."""
     cache = prepared.__dict__.setdefault("_cuda_weights", {})
@@ -79,8 +91,12 @@ def _device_weights(cuda, prepared, family: str):
         spec, w = prepared.spec, prepared.host_weight
         if family == "direct":
             g = spec.groups
-            w4 = packing.as_3d_kernel(w).reshape(g, spec.out_channels // g, spec.in_channels // g, -1)
-            packed = np.ascontiguousarray(w4.transpose(0, 3, 2, 1))  # (G, taps, CGI, CGO): tap-major, coalesced
+            if spec.transposed:  # PyTorch's (C_in, C_out/G, *k) -> (G, taps, CGI, CGO)
+                w4 = packing.as_3d_kernel(w).reshape(g, spec.in_channels // g, spec.out_channels // g, -1)
+                packed = np.ascontiguousarray(w4.transpose(0, 3, 1, 2))
+            else:  # (C_out, C_in/G, *k) -> (G, taps, CGI, CGO): tap-major, coalesced over output channels
+                w4 = packing.as_3d_kernel(w).reshape(g, spec.out_channels // g, spec.in_channels // g, -1)
+                packed = np.ascontiguousarray(w4.transpose(0, 3, 2, 1))
         elif family == "depthwise":
             packed = np.ascontiguousarray(w.reshape(spec.out_channels, -1))  # (O, taps)
         elif family == "depthwise_last":
@@ -138,14 +154,15 @@ def run_prepared_cuda(prepared, x: Any, layout: str | None, out: Any = None):
     dtype = from_dtype(prepared.dtype)
     mode = PADDING_MODE_CODES[spec.padding_mode]
     g = spec.groups
-    if spec.transposed:
+    kernel = gpu_kernel(spec, prepared.shuffle_groups, last)
+    sizes = (*in5, *out5[2:], g, spec.in_channels // g, spec.out_channels // g, *kernel_shape)
+    pixels = n * math.prod(out5[2:])
+    if kernel == "transposed":
         w, b, _ = _device_weights(cuda, prepared, "transposed")
-        sizes = (*in5, *out5[2:], g, spec.in_channels // g, spec.out_channels // g, *kernel_shape)
         blocks, threads = launch.elementwise(math.prod(out5))
         k_transposed.conv_transposed(dtype)[blocks, threads](x_flat, xs, w, b, out_flat, os, sizes, conv)
-    elif prepared.kernel == "depthwise" and not prepared.shuffle_groups:
-        family = "depthwise_last" if last else "depthwise"
-        w, b, _ = _device_weights(cuda, prepared, family)
+    elif kernel.startswith("depthwise"):
+        w, b, _ = _device_weights(cuda, prepared, "depthwise_last" if last else "depthwise")
         sizes = (*in5, *out5[2:], spec.out_channels, *kernel_shape)
         multiplier = spec.out_channels // spec.in_channels
         if last:
@@ -158,15 +175,14 @@ def run_prepared_cuda(prepared, x: Any, layout: str | None, out: Any = None):
                                                                multiplier)
     else:
         w, b, dest = _device_weights(cuda, prepared, "direct")
-        sizes = (*in5, *out5[2:], g, spec.in_channels // g, spec.out_channels // g, *kernel_shape)
-        pixels = n * math.prod(out5[2:])
-        if spec.out_channels // g <= launch.SMALL_GROUP_OUTPUTS and g > 1:
+        if kernel == "small_groups":
             blocks, threads = launch.small_groups(pixels, g)
             k_direct.conv_small_groups(dtype)[blocks, threads](x_flat, xs, w, b, out_flat, os, dest, sizes, conv,
                                                               mode)
         else:
             blocks, threads = launch.direct(pixels, spec.out_channels // g, g)
-            k_direct.conv_direct(dtype)[blocks, threads](x_flat, xs, w, b, out_flat, os, dest, sizes, conv, mode)
+            k_direct.conv_direct(dtype)[blocks, threads](x_flat, xs, w, b, out_flat, os, dest, sizes, conv, mode,
+                                                         spec.transposed)
     if unbatched:
         result = result[0]
     return _wrap_like(result, original) if is_device_array(original) and out is None else result

@@ -88,14 +88,19 @@ def test_depthwise_kernels(last, multiplier, stride, mode, rng):
 
 
 @needs_gpu
-def test_transposed_kernel(rng):
-    x = rand(rng, (1, 4, 3, 4))
-    w = rand(rng, (4, 3, 3, 3))
-    b = rand(rng, (6,))
-    y = run_gpu(nc.conv_transpose2d, x, w, b, 2, 1, 1, 2, 1)
-    args = (2, 1, 1, 2, 1)
+@pytest.mark.parametrize("cin,cout_per_group,groups,stride,padding,output_padding,dilation", [
+    (4, 3, 2, 2, 1, 1, 1),   # narrow groups: the gather kernel
+    (3, 20, 1, 2, 1, 1, 2),  # the implicit GEMM kernel, with dilation
+    (2, 17, 1, 3, 0, 2, 1),
+])
+def test_transposed_kernels(cin, cout_per_group, groups, stride, padding, output_padding, dilation, rng):
+    x = rand(rng, (1, cin, 3, 4))
+    w = rand(rng, (cin, cout_per_group, 3, 3))
+    b = rand(rng, (cout_per_group * groups,))
+    args = (stride, padding, output_padding, groups, dilation)
+    y = run_gpu(nc.conv_transpose2d, x, w, b, *args)
     assert_close(ref.conv_transpose(x, w, b, *args), y, ref.conv_transpose(np.abs(x), np.abs(w), np.abs(b), *args),
-                 4 * 9)
+                 cin * 9)
 
 
 @needs_gpu
@@ -176,9 +181,9 @@ def _ptx_kernels():
     f32 = types.float32[::1]
     i64 = types.int64
     t5 = types.UniTuple(i64, 5)
-    for name, factory in (("direct", direct.conv_direct), ("small_groups", direct.conv_small_groups)):
-        yield name, factory(types.float32).py_func, (
-            f32, t5, f32, f32, f32, t5, i64[::1], types.UniTuple(i64, 14), types.UniTuple(i64, 9), i64)
+    args = (f32, t5, f32, f32, f32, t5, i64[::1], types.UniTuple(i64, 14), types.UniTuple(i64, 9), i64)
+    yield "direct", direct.conv_direct(types.float32).py_func, args + (types.boolean,)
+    yield "small_groups", direct.conv_small_groups(types.float32).py_func, args
     for name, factory in (("depthwise", depthwise.conv_depthwise),
                           ("depthwise_channels_last", depthwise.conv_depthwise_channels_last)):
         yield name, factory(types.float32).py_func, (

@@ -21,6 +21,14 @@ def source_index(i, length, mode):
 
 
 @njit(cache=True, inline="always")
+def gathered_index(t, stride, length):
+    """For a transposed convolution: the input index t / stride when exact and in [0, length), else -1."""
+    if t < 0 or t % stride != 0 or t // stride >= length:
+        return -1
+    return t // stride
+
+
+@njit(cache=True, inline="always")
 def ceil_div(a, b):
     """ceil(a / b) for b > 0, any sign of a."""
     return -((-a) // b)

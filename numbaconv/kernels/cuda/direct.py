@@ -4,6 +4,8 @@
 K = kernel taps x C_in/G, taken tap by tap so the inner loops need no division.  A block stages TILE_K
 input channels x TILE_M pixels of patches and TILE_K x TILE_N weights in shared memory; each thread keeps
 THREAD_M x THREAD_N accumulators in registers and decodes its pixels' coordinates once.
+A transposed convolution runs through the same kernel: only the per-tap input coordinate changes (the
+gather rule of kernels/cpu/transposed.py), and its weights are packed to the same layout.
 ``conv_small_groups``: groups too narrow for a TILE_N tile; a thread computes all outputs of one group at
 one pixel.  Arrays are flat with element strides (channels-first, channels-last and strided views alike);
 output channels go through ``channel_dest``, which folds a ShuffleNet shuffle into the store.
@@ -14,7 +16,7 @@ import functools
 
 from numba import cuda
 
-from ..index import source_index
+from ..index import gathered_index, source_index
 from .launch import (DIRECT_THREADS, SMALL_GROUP_OUTPUTS, THREAD_M, THREAD_N, TILE_K, TILE_M, TILE_N)
 
 A_LOADS = TILE_K * TILE_M // DIRECT_THREADS  # patch elements each thread stages per chunk
@@ -29,9 +31,10 @@ def conv_direct(numba_dtype):
     zero = numba_dtype(0)
 
     @cuda.jit
-    def kernel(x, xs, w, bias, out, os, channel_dest, sizes, conv, mode):
+    def kernel(x, xs, w, bias, out, os, channel_dest, sizes, conv, mode, transposed):
         # sizes: N, C, D, H, W, OD, OH, OW, G, CGI, CGO, KD, KH, KW;  conv: sd, sh, sw, pd, ph, pw, dd, dh, dw
         # xs/os: element strides of (n, c, d, h, w);  w: (G, KD*KH*KW, CGI, CGO) contiguous
+        # transposed: output o takes input i = (o + p - k*d) / s through tap k when that divides exactly
         d_, h_, w_, od_, oh_, ow_ = sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7]
         cgi, cgo, kd_, kh_, kw_ = sizes[9], sizes[10], sizes[11], sizes[12], sizes[13]
         pixels = sizes[0] * od_ * oh_ * ow_
@@ -59,14 +62,19 @@ def conv_direct(numba_dtype):
         pd0 = od * conv[0] - conv[3]
         ph0 = oh * conv[1] - conv[4]
         pw0 = ow * conv[2] - conv[5]
+        if transposed:
+            pd0, ph0, pw0 = od + conv[3], oh + conv[4], ow + conv[5]
         k_first = tid // TILE_M
         tap = 0
         for kd in range(kd_):
-            idd = source_index(pd0 + kd * conv[6], d_, mode)
+            idd = (gathered_index(pd0 - kd * conv[6], conv[0], d_) if transposed
+                   else source_index(pd0 + kd * conv[6], d_, mode))
             for kh in range(kh_):
-                ih = source_index(ph0 + kh * conv[7], h_, mode)
+                ih = (gathered_index(ph0 - kh * conv[7], conv[1], h_) if transposed
+                      else source_index(ph0 + kh * conv[7], h_, mode))
                 for kw in range(kw_):
-                    iw = source_index(pw0 + kw * conv[8], w_, mode)
+                    iw = (gathered_index(pw0 - kw * conv[8], conv[2], w_) if transposed
+                          else source_index(pw0 + kw * conv[8], w_, mode))
                     inside = valid and idd >= 0 and ih >= 0 and iw >= 0
                     pixel = base + idd * xs[2] + ih * xs[3] + iw * xs[4]
                     w_tap = (g * kd_ * kh_ * kw_ + tap) * cgi
