@@ -9,7 +9,6 @@ cuDNN's device time for the same layer.
 """
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,19 +26,10 @@ def main() -> None:
     captured = {}
     original_direct = {}
 
+    from bench_gpu import cuda_time_ms  # perf/ is on sys.path when this script runs
+
     def event_ms(fn, reps=30):
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(reps):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        return statistics.median(times)
+        return cuda_time_ms(torch, fn, reps)
 
     # Capture the launch the GPU path makes, by wrapping the kernels' launch configuration.
     class Recorder:

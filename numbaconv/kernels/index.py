@@ -29,6 +29,23 @@ def gathered_index(t, stride, length):
 
 
 @njit(cache=True, inline="always")
+def split_row(job, depth, height):
+    """(n, d, h) of row ``job`` of an (N, depth, height, ...) array, rows numbered in C order."""
+    return job // (depth * height), (job // height) % depth, job % height
+
+
+@njit(cache=True, inline="always")
+def start_with_bias(row, bias):
+    """row[:] = bias, or zeros for an empty (absent) bias: where an output pixel's sums begin."""
+    if bias.shape[0] > 0:
+        for c in range(row.shape[0]):
+            row[c] = bias[c]
+    else:
+        for c in range(row.shape[0]):
+            row[c] = 0
+
+
+@njit(cache=True, inline="always")
 def ceil_div(a, b):
     """ceil(a / b) for b > 0, any sign of a."""
     return -((-a) // b)

@@ -6,7 +6,7 @@ contiguously over channels and the kernel is bound by memory traffic, not FMAs.
 import numpy as np
 from numba import njit, prange
 
-from ..index import ceil_div
+from ..index import ceil_div, split_row, start_with_bias
 from .direct import FASTMATH
 from .simd import vfma, vlanes, vload, vsplat, vstore
 
@@ -24,15 +24,11 @@ def conv_depthwise(x, w, bias, out, sd, sh, sw, dd, dh, dw):
     KD, KH, KW, O = w.shape
     _, OD, OH, OW, _ = out.shape
     m = O // C
-    has_bias = bias.shape[0] > 0
     for job in prange(N * OD * OH):
-        n = job // (OD * OH)
-        od = (job // OH) % OD
-        oh = job % OH
+        n, od, oh = split_row(job, OD, OH)
         for ow in range(OW):
             o = out[n, od, oh, ow]
-            for co in range(O):
-                o[co] = bias[co] if has_bias else 0.0
+            start_with_bias(o, bias)
             for kd in range(KD):
                 for kh in range(KH):
                     for kw in range(KW):

@@ -5,6 +5,8 @@ group.  Faster micro-kernels (numbaconv.kernels.cpu.simd_direct) take the shapes
 """
 from numba import njit, prange
 
+from ..index import split_row, start_with_bias
+
 FASTMATH = {"contract", "arcp", "nsz"}  # FMA contraction only: NaN and inf keep IEEE behaviour
 
 
@@ -20,15 +22,11 @@ def conv_direct(x, w, bias, out, sd, sh, sw, dd, dh, dw):
     N = x.shape[0]
     G, KD, KH, KW, CGI, CGO = w.shape
     _, OD, OH, OW, O = out.shape
-    has_bias = bias.shape[0] > 0
     for job in prange(N * OD * OH):
-        n = job // (OD * OH)
-        od = (job // OH) % OD
-        oh = job % OH
+        n, od, oh = split_row(job, OD, OH)
         for ow in range(OW):
             o = out[n, od, oh, ow]
-            for co in range(O):
-                o[co] = bias[co] if has_bias else 0.0
+            start_with_bias(o, bias)
             for kd in range(KD):
                 for kh in range(KH):
                     for kw in range(KW):

@@ -6,7 +6,7 @@ convolutions use size-1 leading spatial dims.  Each prange iteration owns its ou
 import numpy as np
 from numba import njit, prange
 
-from ..index import source_index
+from ..index import source_index, split_row
 
 TILE = 16
 
@@ -20,9 +20,7 @@ def pad_channels_last(x, out, pad_d, pad_h, pad_w, mode):
     N, D, H, W, C = x.shape
     _, PD, PH, PW, _ = out.shape
     for job in prange(N * PD * PH):
-        n = job // (PD * PH)
-        d = (job // PH) % PD
-        h = job % PH
+        n, d, h = split_row(job, PD, PH)
         sd = source_index(d - pad_d, D, mode)
         sh = source_index(h - pad_h, H, mode)
         for w in range(PW):
@@ -43,9 +41,7 @@ def channels_first_to_last(x, out, pad_d, pad_h, pad_w):
     """
     N, C, D, H, W = x.shape
     for job in prange(N * D * H):
-        n = job // (D * H)
-        d = (job // H) % D
-        h = job % H
+        n, d, h = split_row(job, D, H)
         row = out[n, d + pad_d, h + pad_h]
         for c0 in range(0, C, TILE):  # a TILE x TILE block stays in L1 between its reads and its writes
             c1 = min(c0 + TILE, C)
@@ -63,9 +59,7 @@ def channels_last_to_first(y, out, channel_source):
     """
     N, C, D, H, W = out.shape
     for job in prange(N * D * H):
-        n = job // (D * H)
-        d = (job // H) % D
-        h = job % H
+        n, d, h = split_row(job, D, H)
         row = y[n, d, h]
         for w0 in range(0, W, TILE):  # TILE pixels' channel vectors stay in L1 while every channel is written
             w1 = min(w0 + TILE, W)
@@ -80,9 +74,7 @@ def gather_channels_last(y, out, channel_source):
     """out[n, d, h, w, c] = y[n, d, h, w, channel_source[c]] (channels-last shuffle or unpadding)."""
     N, D, H, W, C = out.shape
     for job in prange(N * D * H):
-        n = job // (D * H)
-        d = (job // H) % D
-        h = job % H
+        n, d, h = split_row(job, D, H)
         for w in range(W):
             for c in range(C):
                 out[n, d, h, w, c] = y[n, d, h, w, channel_source[c]]

@@ -6,6 +6,8 @@ iteration own its outputs.
 """
 from numba import njit, prange
 
+from ..index import split_row, start_with_bias
+
 from .direct import FASTMATH
 
 
@@ -21,15 +23,11 @@ def conv_transposed(x, w, bias, out, sd, sh, sw, pd, ph, pw, dd, dh, dw):
     N, D, H, W, C = x.shape
     G, KD, KH, KW, CGI, CGO = w.shape
     _, OD, OH, OW, O = out.shape
-    has_bias = bias.shape[0] > 0
     for job in prange(N * OD * OH):
-        n = job // (OD * OH)
-        od = (job // OH) % OD
-        oh = job % OH
+        n, od, oh = split_row(job, OD, OH)
         for ow in range(OW):
             o = out[n, od, oh, ow]
-            for co in range(O):
-                o[co] = bias[co] if has_bias else 0.0
+            start_with_bias(o, bias)
             for kd in range(KD):
                 td = od + pd - kd * dd
                 if td % sd != 0 or td < 0 or td // sd >= D:
