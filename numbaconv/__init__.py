@@ -8,6 +8,7 @@ from .spec import ConvSpec, ConvSpecError
 
 __version__ = "0.1.0"
 
+_NETWORK = {"Network": "network", "random_params": "network", "load_onnx": "onnx_import"}
 _API = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
         "depthwise_conv2d", "channel_shuffle", "shuffled_grouped_conv2d", "separable_conv2d",
         "spatially_separable_conv2d", "flattened_conv2d", "prepare", "PreparedConv")
@@ -18,11 +19,14 @@ def __getattr__(name: str):
     if name in _API:
         from . import api
         return getattr(api, name)
+    if name in _NETWORK:
+        import importlib
+        return getattr(importlib.import_module(f".{_NETWORK[name]}", __name__), name)
     raise AttributeError(f"module 'numbaconv' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_API))
+    return sorted(list(globals()) + list(_API) + list(_NETWORK))
 
 
-__all__ = ["ConvSpec", "ConvSpecError", *_API]
+__all__ = ["ConvSpec", "ConvSpecError", *_API, *_NETWORK]

@@ -14,7 +14,7 @@ from .spec import ConvSpec, ConvSpecError
 
 # Ops whose multiply-accumulates the papers count; the rest are reported apart.
 MAC_OPS = ("conv", "linear")
-ACTIVATIONS = ("relu", "relu6", "hardswish")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "clip")
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,12 @@ class GraphBuilder:
     def relu(self, x: Tensor, name: str | None = None) -> Tensor:
         return self.act(x, "relu", name)
 
+    def clip(self, x: Tensor, low: float, high: float, name: str | None = None) -> Tensor:
+        """min(max(x, low), high); clip(0, 6) is ReLU6."""
+        if (low, high) == (0.0, 6.0):
+            return self.act(x, "relu6", name)
+        return self._add("clip", [x], x.shape, name, min=low, max=high)
+
     def conv_bn_act(self, x: Tensor, out_channels: int, kernel: Any, stride: Any = 1, padding: Any = None,
                     groups: int = 1, act: str | None = "relu", dilation: Any = 1, name: str | None = None) -> Tensor:
         """Bias-free convolution, BatchNorm, then an optional activation (the papers' standard unit)."""
@@ -140,7 +146,7 @@ class GraphBuilder:
         return self.act(y, act)
 
     def _pool(self, op: str, x: Tensor, kernel: Any, stride: Any, padding: Any, ceil_mode: bool,
-              name: str | None) -> Tensor:
+              name: str | None, **attrs: Any) -> Tensor:
         ndim = len(x.shape) - 2
         stride = kernel if stride is None else stride
         spec = ConvSpec(ndim, x.channels, x.channels, kernel, stride, padding, groups=x.channels)
@@ -152,16 +158,17 @@ class GraphBuilder:
         if any(v < 1 for v in out_spatial):
             raise ConvSpecError(f"{op} kernel {spec.kernel_size} is larger than the padded input {x.shape[2:]}")
         return self._add(op, [x], (*x.shape[:2], *out_spatial), name, kernel=spec.kernel_size,
-                         stride=spec.stride, padding=spec.resolve_padding(x.shape[2:]), ceil_mode=ceil_mode)
+                         stride=spec.stride, padding=spec.resolve_padding(x.shape[2:]), ceil_mode=ceil_mode, **attrs)
 
     def maxpool(self, x: Tensor, kernel: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                 name: str | None = None) -> Tensor:
         return self._pool("maxpool", x, kernel, stride, padding, ceil_mode, name)
 
     def avgpool(self, x: Tensor, kernel: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                name: str | None = None) -> Tensor:
-        """Average pooling; padded positions count in the divisor (PyTorch's count_include_pad=True)."""
-        return self._pool("avgpool", x, kernel, stride, padding, ceil_mode, name)
+                count_include_pad: bool = True, name: str | None = None) -> Tensor:
+        """Average pooling; by default padded positions count in the divisor (PyTorch's default)."""
+        return self._pool("avgpool", x, kernel, stride, padding, ceil_mode, name,
+                          count_include_pad=count_include_pad)
 
     def global_avgpool(self, x: Tensor, name: str | None = None) -> Tensor:
         """Mean over all spatial positions: (N, C, *spatial) -> (N, C)."""

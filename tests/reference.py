@@ -70,3 +70,78 @@ def channel_shuffle(x, groups):
 
 def _tup(v, nd):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
+
+
+def run_graph(graph, params, x):
+    """Float64 execution of a numbaconv Graph on channels-first x, op by op, with no folding or fusion."""
+    values = {graph.input.name: np.asarray(x, np.float64)}
+    for node in graph.nodes:
+        a = node.attrs
+        xs = [values[name] for name in node.inputs]
+        x0 = xs[0]
+        if node.op == "conv":
+            spec, p = a["spec"], params[node.name]
+            pads = spec.resolve_padding(x0.shape[2:])
+            if spec.transposed:
+                y = conv_transpose(x0, p["weight"], p.get("bias"), spec.stride, [b for b, _ in pads],
+                                   spec.output_padding, spec.groups, spec.dilation)
+            else:
+                y = conv(x0, p["weight"], p.get("bias"), spec.stride, pads, spec.dilation, spec.groups,
+                         spec.padding_mode)
+        elif node.op == "bn":
+            p = params[node.name]
+            shape = (1, -1) + (1,) * (x0.ndim - 2)
+            y = ((x0 - np.reshape(p["mean"], shape)) / np.sqrt(np.reshape(p["var"], shape) + p.get("eps", 1e-5))
+                 * np.reshape(p["scale"], shape) + np.reshape(p["shift"], shape))
+        elif node.op == "relu":
+            y = np.maximum(x0, 0)
+        elif node.op == "relu6":
+            y = np.minimum(np.maximum(x0, 0), 6)
+        elif node.op == "clip":
+            y = np.minimum(np.maximum(x0, a["min"]), a["max"])
+        elif node.op == "hardswish":
+            y = x0 * np.minimum(np.maximum(x0 + 3, 0), 6) / 6
+        elif node.op == "add":
+            y = xs[0] + xs[1]
+        elif node.op == "concat":
+            y = np.concatenate(xs, axis=1)
+        elif node.op == "split":
+            y = x0[:, a["start"]:a["stop"]]
+        elif node.op == "shuffle":
+            y = channel_shuffle(x0, a["groups"])
+        elif node.op in ("maxpool", "avgpool"):
+            y = _pool(node.op, x0, a, node.output_shape)
+        elif node.op == "global_avgpool":
+            y = x0.reshape(x0.shape[0], x0.shape[1], -1).mean(axis=2)
+        elif node.op == "flatten":
+            y = x0.reshape(x0.shape[0], -1)
+        elif node.op == "linear":
+            p = params[node.name]
+            y = x0 @ np.asarray(p["weight"], np.float64).T
+            if p.get("bias") is not None:
+                y = y + p["bias"]
+        else:
+            raise ValueError(node.op)
+        values[node.output] = y
+    return values[graph.output.name]
+
+
+def _pool(op, x, a, out_shape):
+    """Pooling by its definition: every output window, clipped to the input (and to the padding)."""
+    out = np.empty(out_shape)
+    nd = x.ndim - 2
+    for pos in np.ndindex(*out_shape[2:]):
+        lo = [pos[i] * a["stride"][i] - a["padding"][i][0] for i in range(nd)]
+        hi = [lo[i] + a["kernel"][i] for i in range(nd)]
+        inside = tuple(slice(max(lo[i], 0), min(hi[i], x.shape[2 + i])) for i in range(nd))
+        window = x[(slice(None), slice(None)) + inside]
+        flat = window.reshape(*window.shape[:2], -1)
+        if op == "maxpool":
+            out[(slice(None), slice(None)) + pos] = flat.max(axis=2)
+        else:
+            if a.get("count_include_pad", True):  # padded positions count, not the ceil_mode overhang
+                count = np.prod([min(hi[i], x.shape[2 + i] + a["padding"][i][1]) - lo[i] for i in range(nd)])
+            else:
+                count = flat.shape[2]
+            out[(slice(None), slice(None)) + pos] = flat.sum(axis=2) / count
+    return out

@@ -25,7 +25,7 @@ from ..spec import ConvSpec
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int8": 1}
 
-_ELEMENTWISE_FLOPS = {"bn": 2, "relu": 1, "relu6": 1, "hardswish": 4, "add": 1}
+_ELEMENTWISE_FLOPS = {"bn": 2, "relu": 1, "relu6": 1, "clip": 2, "hardswish": 4, "add": 1}
 
 
 def dtype_bytes(dtype: str) -> int:

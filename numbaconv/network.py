@@ -1,0 +1,244 @@
+"""Whole networks on numbaconv: a ``Graph`` (numbaconv.graph) with its weights, compiled into steps.
+
+``Network`` runs the same graph that the cost model counts, so the two cannot drift.  At load time
+BatchNorm is folded into the convolution before it (scale into the weights, shift into the bias), the
+activation after it is applied to the convolution's output in place, and every convolution's weights are
+packed once (``PreparedConv``).  Activations stay channels-last between layers: the input is converted
+once and the output converted back once.
+
+Parameters are a dict by node name: conv {"weight", "bias"?}; bn {"scale", "shift", "mean", "var",
+"eps"?}; linear {"weight" (out, in), "bias"?}.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .graph import Graph, Node
+from .spec import ConvSpecError
+
+ACTIVATION_OPS = ("relu", "relu6", "hardswish", "clip")
+
+
+def random_params(graph: Graph, seed: int = 0, dtype: Any = np.float32) -> dict[str, dict[str, np.ndarray]]:
+    """He-normal convolution weights, plausible BatchNorm statistics, small linear weights: for every node."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, dict[str, np.ndarray]] = {}
+    for node in graph.nodes:
+        if node.op == "conv":
+            spec = node.attrs["spec"]
+            fan_in = np.prod(spec.weight_shape[1:]) * (spec.groups if spec.transposed else 1)
+            p = {"weight": (rng.standard_normal(spec.weight_shape) * np.sqrt(2.0 / fan_in)).astype(dtype)}
+            if spec.bias:
+                p["bias"] = (0.1 * rng.standard_normal(spec.out_channels)).astype(dtype)
+            params[node.name] = p
+        elif node.op == "bn":
+            c = node.output_shape[1]
+            params[node.name] = {"scale": rng.uniform(0.5, 1.5, c).astype(dtype),
+                                 "shift": (0.1 * rng.standard_normal(c)).astype(dtype),
+                                 "mean": (0.1 * rng.standard_normal(c)).astype(dtype),
+                                 "var": rng.uniform(0.5, 1.5, c).astype(dtype), "eps": 1e-5}
+        elif node.op == "linear":
+            fin, fout = node.attrs["in_features"], node.attrs["out_features"]
+            params[node.name] = {"weight": (rng.standard_normal((fout, fin)) / np.sqrt(fin)).astype(dtype)}
+            if node.attrs["bias"]:
+                params[node.name]["bias"] = (0.1 * rng.standard_normal(fout)).astype(dtype)
+    return params
+
+
+def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
+    """The activation in place (y is a fresh output buffer)."""
+    if kind == "relu":
+        np.maximum(y, 0, out=y)
+    elif kind == "relu6":
+        np.clip(y, 0, 6, out=y)
+    elif kind == "clip":
+        np.clip(y, attrs.get("min", -np.inf), attrs.get("max", np.inf), out=y)
+    elif kind == "hardswish":
+        y *= np.clip(y + 3, 0, 6) / 6
+    elif kind is not None:
+        raise ValueError(f"unknown activation {kind!r}")
+    return y
+
+
+@dataclass
+class Step:
+    """One compiled op: ``run(*inputs) -> output``, reading and writing named channels-last values."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    output: str
+    run: Callable[..., np.ndarray]
+    fused: tuple[str, ...] = ()
+    flops: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+
+class Network:
+    """A runnable network.  ``net(x)`` takes (N, C, *spatial) channels-first input (or channels-last with
+    ``layout``) and returns the graph's output, 2D (N, F) or channels-first like the input."""
+
+    def __init__(self, graph: Graph, params: dict[str, dict[str, Any]], dtype: Any = np.float32):
+        from .cost import node_cost
+        self.graph = graph
+        self.dtype = np.dtype(dtype)
+        self.steps: list[Step] = []
+        consumers: dict[str, list[Node]] = {}
+        for node in graph.nodes:
+            for name in node.inputs:
+                consumers.setdefault(name, []).append(node)
+        outputs = {t.name for t in graph.outputs}
+        absorbed: set[str] = set()
+        for node in graph.nodes:
+            if node.name in absorbed:
+                continue
+            flops = node_cost(node).flops
+
+            def sole_next(value: str, op: tuple[str, ...]) -> Node | None:
+                users = consumers.get(value, [])
+                if len(users) == 1 and users[0].op in op and value not in outputs:
+                    return users[0]
+                return None
+
+            if node.op == "conv":
+                bn = sole_next(node.output, ("bn",))
+                act = sole_next(bn.output if bn else node.output, ACTIVATION_OPS)
+                fused = tuple(n.name for n in (bn, act) if n is not None)
+                absorbed.update(fused)
+                final = (act or bn or node).output
+                step = self._conv_step(node, params, bn and params.get(bn.name), act)
+                self.steps.append(Step(node.name, "conv", node.inputs, final, step, fused,
+                                       flops + sum(node_cost(n).flops for n in (bn, act) if n)))
+                continue
+            self.steps.append(Step(node.name, node.op, node.inputs, node.output, self._op_step(node, params),
+                                   flops=flops))
+        self.input_name = graph.input.name
+        self.output_name = graph.output.name
+
+    # ---- compilation --------------------------------------------------------------------------------------
+    def _conv_step(self, node: Node, params: dict, bn: dict | None, act: Node | None):
+        from .api import prepare
+        spec = node.attrs["spec"]
+        p = params.get(node.name)
+        if p is None or "weight" not in p:
+            raise ConvSpecError(f"no weight for convolution {node.name!r}")
+        weight = np.asarray(p["weight"], np.float64)
+        bias = np.asarray(p["bias"], np.float64) if p.get("bias") is not None else None
+        if bn is not None:  # y = (conv + b - mean) * scale / sqrt(var + eps) + shift
+            factor = np.asarray(bn["scale"], np.float64) / np.sqrt(np.asarray(bn["var"], np.float64) + bn.get("eps", 1e-5))
+            if spec.transposed:  # weight (C_in, C_out/G, *k): output channel o = g*C_out/G + j
+                g, cin, cog = spec.groups, spec.in_channels, spec.out_channels // spec.groups
+                wg = weight.reshape(g, cin // g, cog, -1) * factor.reshape(g, 1, cog, 1)
+                weight = wg.reshape(weight.shape)
+            else:
+                weight = weight * factor.reshape((-1,) + (1,) * (weight.ndim - 1))
+            bias = (np.zeros(spec.out_channels) if bias is None else bias) - np.asarray(bn["mean"], np.float64)
+            bias = bias * factor + np.asarray(bn["shift"], np.float64)
+        spec = spec.replace(bias=bias is not None)
+        prepared = prepare(spec, weight.astype(self.dtype), None if bias is None else bias.astype(self.dtype))
+        kind = act.op if act is not None else None
+        attrs = act.attrs if act is not None else None
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return apply_activation(prepared(x, layout="channels_last", device="cpu"), kind, attrs)
+
+        return run
+
+    def _op_step(self, node: Node, params: dict):
+        op, a = node.op, node.attrs
+        if op == "bn":
+            p = params[node.name]
+            factor = (np.asarray(p["scale"]) / np.sqrt(np.asarray(p["var"]) + p.get("eps", 1e-5))).astype(self.dtype)
+            shift = (np.asarray(p["shift"]) - np.asarray(p["mean"]) * factor).astype(self.dtype)
+            return lambda x: x * factor + shift
+        if op in ACTIVATION_OPS:
+            return lambda x: apply_activation(x.copy(), op, a)
+        if op == "add":
+            return lambda x, y: x + y
+        if op == "concat":
+            return lambda *xs: np.concatenate(xs, axis=-1)
+        if op == "split":
+            return lambda x: x[..., a["start"]:a["stop"]]
+        if op == "shuffle":
+            g = a["groups"]
+            return lambda x: np.ascontiguousarray(
+                x.reshape(*x.shape[:-1], g, x.shape[-1] // g).swapaxes(-1, -2)).reshape(x.shape)
+        if op in ("maxpool", "avgpool"):
+            return _pool_step(op, a, self.dtype)
+        if op == "global_avgpool":
+            return lambda x: x.mean(axis=tuple(range(1, x.ndim - 1)), dtype=np.float64).astype(self.dtype) \
+                if x.ndim > 2 else x
+        if op == "flatten":  # flatten in channels-first order, as ONNX and PyTorch do
+            return lambda x: np.ascontiguousarray(np.moveaxis(x, -1, 1)).reshape(x.shape[0], -1) if x.ndim > 2 else x
+        if op == "linear":
+            p = params[node.name]
+            weight_t = np.ascontiguousarray(np.asarray(p["weight"], self.dtype).T)
+            bias = np.asarray(p["bias"], self.dtype) if p.get("bias") is not None else None
+            return lambda x: x @ weight_t + bias if bias is not None else x @ weight_t
+        raise ConvSpecError(f"no executor for op {op!r} (node {node.name!r})")
+
+    # ---- running ---------------------------------------------------------------------------------------------
+    def __call__(self, x: np.ndarray, layout: str | None = None, timed: bool = False) -> np.ndarray:
+        from .api import channels_last
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            raise TypeError(f"input has dtype {x.dtype} but the network runs in {self.dtype}")
+        last = channels_last(layout)
+        expected = self.graph.input.shape[1:]
+        got = (x.shape[-1], *x.shape[1:-1]) if last else x.shape[1:]
+        if tuple(got) != tuple(expected):
+            raise ConvSpecError(f"input must have shape (N, {', '.join(map(str, expected))}) "
+                                f"{'channels-last ' if last else ''}for {self.graph.name}, got {x.shape}")
+        values = {self.input_name: x if last else np.ascontiguousarray(np.moveaxis(x, 1, -1))}
+        for step in self.steps:
+            start = time.perf_counter() if timed else 0.0
+            values[step.output] = step.run(*(values[name] for name in step.inputs))
+            if timed:
+                step.seconds.append(time.perf_counter() - start)
+        y = values[self.output_name]
+        return y if y.ndim == 2 or last else np.ascontiguousarray(np.moveaxis(y, -1, 1))
+
+    @classmethod
+    def from_catalogue(cls, name: str, params: dict | None = None, seed: int = 0, dtype: Any = np.float32,
+                       **options) -> "Network":
+        """A catalogue model (numbaconv.cost.MODELS) with ``params`` or random weights."""
+        from .cost import build_model
+        graph = build_model(name, **options)
+        return cls(graph, params if params is not None else random_params(graph, seed, dtype), dtype)
+
+
+def _pool_step(op: str, a: dict, dtype: np.dtype):
+    """Max or average pooling on channels-last (N, *spatial, C) data, with the graph's padding."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    kernel, stride, pads = a["kernel"], a["stride"], a["padding"]
+    include_pad = a.get("count_include_pad", True)
+    ceil_mode = a.get("ceil_mode", False)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        nd = x.ndim - 2
+        extra = []
+        for i in range(nd):  # ceil_mode may need a last, partial window
+            length = x.shape[1 + i] + pads[i][0] + pads[i][1]
+            out = (-(-(length - kernel[i]) // stride[i]) if ceil_mode else (length - kernel[i]) // stride[i]) + 1
+            extra.append(max(0, (out - 1) * stride[i] + kernel[i] - length))
+        width = [(0, 0)] + [(pads[i][0], pads[i][1] + extra[i]) for i in range(nd)] + [(0, 0)]
+        fill = -np.inf if op == "maxpool" else 0
+        xp = np.pad(x, width, constant_values=fill)
+        axes = tuple(range(1, 1 + nd))
+        windows = sliding_window_view(xp, kernel, axis=axes)[(slice(None),) + tuple(
+            slice(None, None, s) for s in stride)]
+        if op == "maxpool":
+            return np.ascontiguousarray(windows.max(axis=tuple(range(-nd, 0))))
+        total = windows.sum(axis=tuple(range(-nd, 0)), dtype=np.float64)
+        # The divisor: padded positions count when include_pad (PyTorch's default), the ceil_mode overhang never.
+        ones = np.pad(np.ones(x.shape[1:1 + nd]), pads, constant_values=1.0 if include_pad else 0.0)
+        ones = np.pad(ones, [(0, e) for e in extra], constant_values=0.0)
+        counts = sliding_window_view(ones, kernel)[tuple(slice(None, None, s) for s in stride)].sum(
+            axis=tuple(range(-nd, 0)))
+        return (total / counts[None, ..., None]).astype(dtype)
+
+    return run

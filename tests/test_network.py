@@ -1,0 +1,171 @@
+"""Whole networks: catalogue models against the float64 graph reference, ONNX graphs against onnxruntime."""
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from numbaconv.cost import build_model
+from numbaconv.network import Network, random_params
+
+from . import reference as ref
+
+
+def relative_error(y, expected):
+    return float(np.max(np.abs(y - expected)) / np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("name,options", [
+    ("mobilenet_v1", {"width": 0.25}), ("mobilenet_v2", {"width": 0.5}), ("shufflenet_v1", {"groups": 3}),
+    ("shufflenet_v2", {"width": 0.5}), ("resnet18", {}), ("resnext50_32x4d", {"resolution": 32}),
+])
+def test_catalogue_model_matches_float64_reference(name, options, rng):
+    options = {"resolution": 64, **options}
+    graph = build_model(name, batch=2, **options)
+    params = random_params(graph, seed=1)
+    net = Network(graph, params)
+    x = rng.standard_normal(graph.input.shape).astype(np.float32)
+    y = net(x)
+    expected = ref.run_graph(graph, params, x)
+    assert y.shape == expected.shape == (2, 1000)
+    assert relative_error(y, expected) < 1e-4
+    # every BatchNorm follows a convolution here, so all were folded into it
+    assert "bn" not in [step.op for step in net.steps]
+    assert sum(len(step.fused) for step in net.steps) >= sum(node.op == "bn" for node in graph.nodes)
+
+
+def test_network_channels_last_input_and_errors(rng):
+    net = Network.from_catalogue("shufflenet_v2", width=0.5, resolution=32, batch=1)
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(net(np.moveaxis(x, 1, -1), layout="NHWC"), net(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(nc.ConvSpecError, match=r"input must have shape \(N, 3, 32, 32\)"):
+        net(x[:, :, :16])
+    with pytest.raises(TypeError, match="network runs in float32"):
+        net(x.astype(np.float64))
+
+
+# ---- ONNX ------------------------------------------------------------------------------------------------------
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def onnx_model(nodes, inits, in_shape, out_name, out_shape):
+    graph = helper.make_graph(
+        nodes, "test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k) for k, v in inits.items()])
+    # onnxruntime 1.31 refuses the IR version 14 that onnx 1.23 writes by default
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def run_onnxruntime(model, x):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def bn(name, c, rng, inits):
+    inits.update({f"{name}_s": rng.uniform(0.5, 1.5, c), f"{name}_b": rng.standard_normal(c) * 0.1,
+                  f"{name}_m": rng.standard_normal(c) * 0.1, f"{name}_v": rng.uniform(0.5, 1.5, c)})
+    return [f"{name}_s", f"{name}_b", f"{name}_m", f"{name}_v"]
+
+
+def weight(name, shape, rng, inits):
+    inits[name] = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+    return name
+
+
+def mobilenet_style(rng):
+    i = {}
+    nodes = [
+        helper.make_node("Conv", ["x", weight("w1", (8, 3, 3, 3), rng, i)], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", *bn("bn1", 8, rng, i)], ["b1"]),
+        helper.make_node("Clip", ["b1", "lo", "hi"], ["r1"]),
+        helper.make_node("Conv", ["r1", weight("w2", (8, 1, 3, 3), rng, i)], ["c2"], group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", *bn("bn2", 8, rng, i)], ["b2"]),
+        helper.make_node("Relu", ["b2"], ["r2"]),
+        helper.make_node("Conv", ["r2", weight("w3", (16, 8, 1, 1), rng, i)], ["c3"]),
+        helper.make_node("BatchNormalization", ["c3", *bn("bn3", 16, rng, i)], ["b3"]),
+        helper.make_node("Relu", ["b3"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", weight("fc", (10, 16), rng, i), "fcb"], ["y"], transB=1),
+    ]
+    i.update(lo=np.array(0.0), hi=np.array(6.0), fcb=rng.standard_normal(10))
+    return onnx_model(nodes, i, [2, 3, 17, 15], "y", [2, 10])
+
+
+def shufflenet_style(rng):
+    i = {"shape1": np.array([2, 3, 4, 9, 9], np.int64), "shape2": np.array([2, 12, 9, 9], np.int64)}
+    nodes = [
+        helper.make_node("Conv", ["x", weight("w1", (12, 4, 1, 1), rng, i)], ["c1"], group=3),
+        helper.make_node("BatchNormalization", ["c1", *bn("bn1", 12, rng, i)], ["b1"]),
+        helper.make_node("Relu", ["b1"], ["r1"]),
+        helper.make_node("Reshape", ["r1", "shape1"], ["s1"]),
+        helper.make_node("Transpose", ["s1"], ["s2"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["s2", "shape2"], ["s3"]),
+        helper.make_node("Conv", ["s3", weight("w2", (12, 1, 3, 3), rng, i)], ["c2"], group=12, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c2", weight("w3", (12, 4, 1, 1), rng, i)], ["c3"], group=3),
+        helper.make_node("Add", ["c3", "x"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r2"]),
+        helper.make_node("AveragePool", ["r2"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                         count_include_pad=1),
+        helper.make_node("MaxPool", ["r2"], ["q"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["p", "q"], ["y"], axis=1),
+    ]
+    return onnx_model(nodes, i, [2, 12, 9, 9], "y", [2, 24, 5, 5])
+
+
+def resnet_style(rng):
+    i = {}
+    nodes = [
+        helper.make_node("Conv", ["x", weight("w1", (8, 3, 7, 7), rng, i)], ["c1"], strides=[2, 2], pads=[3, 3, 3, 3]),
+        helper.make_node("BatchNormalization", ["c1", *bn("bn1", 8, rng, i)], ["b1"]),
+        helper.make_node("Relu", ["b1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["m", weight("w2", (8, 8, 3, 3), rng, i)], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", *bn("bn2", 8, rng, i)], ["b2"]),
+        helper.make_node("Relu", ["b2"], ["r2"]),
+        helper.make_node("Conv", ["r2", weight("w3", (8, 8, 3, 3), rng, i), "b3c"], ["c3"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c3", "m"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", weight("fc", (5, 8), rng, i)], ["y"], transB=1),
+    ]
+    i["b3c"] = rng.standard_normal(8) * 0.1
+    return onnx_model(nodes, i, [1, 3, 29, 31], "y", [1, 5])
+
+
+def decoder_style(rng):
+    i = {}
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", weight("w1", (8, 4, 3, 3), rng, i), "b1"], ["t1"], strides=[2, 2],
+                         pads=[1, 1, 1, 1], output_padding=[1, 1]),
+        helper.make_node("Relu", ["t1"], ["r1"]),
+        helper.make_node("ConvTranspose", ["r1", weight("w2", (4, 2, 4, 4), rng, i)], ["t2"], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["t2"], ["y"]),
+    ]
+    i["b1"] = rng.standard_normal(4) * 0.1
+    return onnx_model(nodes, i, [2, 8, 5, 6], "y", [2, 2, 20, 24])
+
+
+@pytest.mark.parametrize("make", [mobilenet_style, shufflenet_style, resnet_style, decoder_style])
+def test_onnx_graph_matches_onnxruntime(make, rng):
+    model = make(rng)
+    onnx.checker.check_model(model)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = rng.standard_normal(shape).astype(np.float32)
+    net = nc.load_onnx(model, batch=shape[0])
+    expected = run_onnxruntime(model, x)
+    y = net(x)
+    assert y.shape == expected.shape
+    assert relative_error(y, expected) < 1e-4
+    if make is shufflenet_style:
+        assert "shuffle" in [s.op for s in net.steps]
+
+
+def test_onnx_unsupported_ops_are_all_listed(rng):
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="gate"), helper.make_node("Softmax", ["s"], ["y"])]
+    model = onnx_model(nodes, {}, [1, 4], "y", [1, 4])
+    with pytest.raises(nc.ConvSpecError, match=r"2 node\(s\): gate \(Sigmoid\), y \(Softmax\)"):
+        nc.load_onnx(model)
