@@ -74,3 +74,89 @@ def bench(threads, batch, only, seconds, no_peers, json_path):
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"peak_gflops": peak, "threads": threads, "results": results}, f, indent=2)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--resolution", type=click.IntRange(min=8), default=224, show_default=True,
+              help="Catalogue models: input size.")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Catalogue models: width multiplier.")
+@click.option("--groups", type=click.IntRange(min=1), default=3, show_default=True, help="ShuffleNet v1 groups.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Numba threads (default: all cores).")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A .npy input of the model's shape (default: random).")
+@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs after warm-up.")
+@click.option("--layers", "show_layers", type=click.IntRange(min=0), default=15, show_default=True,
+              help="How many of the slowest layers to list.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def run(model, batch, resolution, width, groups, device, threads, input_path, runs, show_layers, fmt):
+    """Run inference of a catalogue model (random weights) or an ONNX file, and time it.
+
+    Prints latency (median and p90), throughput, the GFLOP/s achieved (FLOPs from the cost model) and the
+    time per layer.  Example: numbaconv run mobilenet_v2 --batch 8 --runs 30
+    """
+    import time
+
+    import numba
+    import numpy as np
+
+    from numbaconv.cost import graph_cost, total_cost
+    from numbaconv.network import Network
+    from numbaconv.spec import ConvSpecError
+    if device == "cuda":
+        raise click.BadParameter("whole networks run on the CPU for now; single layers take device='cuda'",
+                                 param_hint="--device")
+    if threads:
+        numba.set_num_threads(threads)
+    try:
+        if model.lower().endswith(".onnx"):
+            from numbaconv.onnx_import import load_onnx
+            net = load_onnx(model, batch=batch)
+        else:
+            net = Network.from_catalogue(model, batch=batch, resolution=resolution, width=width, groups=groups)
+    except ConvSpecError as e:
+        raise click.BadParameter(str(e), param_hint="MODEL") from None
+    shape = net.graph.input.shape
+    if input_path:
+        x = np.load(input_path).astype(np.float32)
+        if x.shape != shape:
+            raise click.BadParameter(f"has shape {x.shape}, the model takes {shape}", param_hint="--input")
+    else:
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    start = time.perf_counter()
+    net(x)  # compiles (or loads from the cache) every kernel the model needs
+    first = time.perf_counter() - start
+    for step in net.steps:
+        step.seconds.clear()
+    times = []
+    with click.progressbar(range(runs), label=f"{net.graph.name} x{runs}", file=None,
+                           show_eta=False) as bar:
+        for _ in bar:
+            start = time.perf_counter()
+            y = net(x, timed=True)
+            times.append(time.perf_counter() - start)
+    total = total_cost(graph_cost(net.graph))
+    median, p90 = float(np.median(times)), float(np.percentile(times, 90))
+    layers = sorted(net.steps, key=lambda s: -float(np.median(s.seconds)))
+    rows = [{"layer": s.name, "op": s.op + ("+" + "+".join(n.split(".")[-1] for n in s.fused) if s.fused else ""),
+             "median_ms": 1e3 * float(np.median(s.seconds)), "gflops": s.flops / float(np.median(s.seconds)) / 1e9}
+            for s in layers]
+    summary = {"model": net.graph.name, "input_shape": list(shape), "output_shape": list(y.shape),
+               "threads": numba.get_num_threads(), "first_call_s": first, "latency_median_ms": 1e3 * median,
+               "latency_p90_ms": 1e3 * p90, "throughput_per_s": batch / median, "flops": total.flops,
+               "macs": total.macs, "gflops": total.flops / median / 1e9, "layers": rows}
+    if fmt == "json":
+        import json
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{net.graph.name}: input {'x'.join(map(str, shape))}, {numba.get_num_threads()} threads, "
+               f"first call {first:.2f} s")
+    click.echo(f"latency median {1e3 * median:.2f} ms, p90 {1e3 * p90:.2f} ms; throughput {batch / median:.1f} "
+               f"images/s; {total.flops / median / 1e9:.1f} GFLOP/s ({total.macs / 1e6:.0f}M MACs per run)")
+    share = sum(r["median_ms"] for r in rows)
+    click.echo(f"\n{'layer':40s} {'op':22s} {'ms':>8s} {'share':>6s} {'GFLOP/s':>8s}")
+    for r in rows[:show_layers]:
+        click.echo(f"{r['layer'][:40]:40s} {r['op'][:22]:22s} {r['median_ms']:8.3f} "
+                   f"{100 * r['median_ms'] / share:5.1f}% {r['gflops']:8.1f}")

@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "receptive-field": ("cost_commands", "receptive_field"),
     "info": ("engine_commands", "info"),
     "bench": ("engine_commands", "bench"),
+    "run": ("engine_commands", "run"),
 }
 
 
