@@ -169,3 +169,18 @@ def test_onnx_unsupported_ops_are_all_listed(rng):
     model = onnx_model(nodes, {}, [1, 4], "y", [1, 4])
     with pytest.raises(nc.ConvSpecError, match=r"2 node\(s\): gate \(Sigmoid\), y \(Softmax\)"):
         nc.load_onnx(model)
+
+
+@pytest.mark.parametrize("name,options", [("shufflenet_v1", {"groups": 3}), ("shufflenet_v2", {"width": 0.5}),
+                                          ("mobilenet_v2", {"width": 0.5})])
+def test_exported_catalogue_model_runs_the_same_in_onnxruntime(name, options, rng):
+    from numbaconv.onnx_export import to_onnx
+    graph = build_model(name, batch=1, resolution=32, **options)
+    params = random_params(graph, seed=2)
+    model = to_onnx(graph, params)
+    onnx.checker.check_model(model)
+    x = rng.standard_normal(graph.input.shape).astype(np.float32)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {graph.input.name: x})[0]
+    assert relative_error(Network(graph, params)(x), expected) < 1e-4
