@@ -164,9 +164,8 @@ class Network:
         if op == "split":
             return lambda x: x[..., a["start"]:a["stop"]]
         if op == "shuffle":
-            g = a["groups"]
-            return lambda x: np.ascontiguousarray(
-                x.reshape(*x.shape[:-1], g, x.shape[-1] // g).swapaxes(-1, -2)).reshape(x.shape)
+            from .api import channel_shuffle
+            return lambda x: channel_shuffle(x, a["groups"], layout="channels_last", device="cpu")
         if op in ("maxpool", "avgpool"):
             return _pool_step(op, a, self.dtype)
         if op == "global_avgpool":
@@ -218,32 +217,24 @@ class Network:
 
 def _pool_step(op: str, a: dict, dtype: np.dtype):
     """Max or average pooling on channels-last (N, *spatial, C) data, with the graph's padding."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    from .kernels.cpu.pool import pool_channels_last
     kernel, stride, pads = a["kernel"], a["stride"], a["padding"]
-    include_pad = a.get("count_include_pad", True)
-    ceil_mode = a.get("ceil_mode", False)
+    include_pad, ceil_mode = a.get("count_include_pad", True), a.get("ceil_mode", False)
+
+    def pad3(values, fill):
+        return (fill,) * (3 - len(values)) + tuple(values)
 
     def run(x: np.ndarray) -> np.ndarray:
         nd = x.ndim - 2
-        extra = []
-        for i in range(nd):  # ceil_mode may need a last, partial window
-            length = x.shape[1 + i] + pads[i][0] + pads[i][1]
-            out = (-(-(length - kernel[i]) // stride[i]) if ceil_mode else (length - kernel[i]) // stride[i]) + 1
-            extra.append(max(0, (out - 1) * stride[i] + kernel[i] - length))
-        width = [(0, 0)] + [(pads[i][0], pads[i][1] + extra[i]) for i in range(nd)] + [(0, 0)]
-        fill = -np.inf if op == "maxpool" else 0
-        xp = np.pad(x, width, constant_values=fill)
-        axes = tuple(range(1, 1 + nd))
-        windows = sliding_window_view(xp, kernel, axis=axes)[(slice(None),) + tuple(
-            slice(None, None, s) for s in stride)]
-        if op == "maxpool":
-            return np.ascontiguousarray(windows.max(axis=tuple(range(-nd, 0))))
-        total = windows.sum(axis=tuple(range(-nd, 0)), dtype=np.float64)
-        # The divisor: padded positions count when include_pad (PyTorch's default), the ceil_mode overhang never.
-        ones = np.pad(np.ones(x.shape[1:1 + nd]), pads, constant_values=1.0 if include_pad else 0.0)
-        ones = np.pad(ones, [(0, e) for e in extra], constant_values=0.0)
-        counts = sliding_window_view(ones, kernel)[tuple(slice(None, None, s) for s in stride)].sum(
-            axis=tuple(range(-nd, 0)))
-        return (total / counts[None, ..., None]).astype(dtype)
+        sizes = []
+        for i in range(nd):
+            length = x.shape[1 + i] + pads[i][0] + pads[i][1] - kernel[i]
+            sizes.append((-(-length // stride[i]) if ceil_mode else length // stride[i]) + 1)
+        x5 = np.ascontiguousarray(x).reshape(x.shape[0], *pad3(x.shape[1:-1], 1), x.shape[-1])
+        out = np.empty((x.shape[0], *pad3(tuple(sizes), 1), x.shape[-1]), x.dtype)
+        padded = [x.shape[1 + i] + pads[i][0] + pads[i][1] for i in range(nd)]
+        pool_channels_last(x5, out, *pad3(kernel, 1), *pad3(stride, 1), *pad3(tuple(p[0] for p in pads), 0),
+                           op == "maxpool", include_pad, *pad3(tuple(padded), 1))
+        return out.reshape(x.shape[0], *sizes, x.shape[-1])
 
     return run

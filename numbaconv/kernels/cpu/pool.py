@@ -1,0 +1,47 @@
+"""Max and average pooling, channels-last (N, D, H, W, C), with zero-cost padding by clipped windows."""
+import numpy as np
+from numba import njit, prange
+
+from ..index import split_row
+
+
+@njit(parallel=True, cache=True)
+def pool_channels_last(x, out, kd_, kh_, kw_, sd, sh, sw, pd, ph, pw, is_max, include_pad, count_d, count_h,
+                       count_w):
+    """out[n, od, oh, ow, c] = max or mean of x over the window at (o*s - p), clipped to the input.
+
+    For the mean the divisor is the number of positions inside the input, or with ``include_pad`` the
+    window clipped to the padded extent (count_d/h/w: input size plus both paddings).
+    """
+    N, D, H, W, C = x.shape
+    _, OD, OH, OW, _ = out.shape
+    for job in prange(N * OD * OH):
+        n, od, oh = split_row(job, OD, OH)
+        d0, h0 = od * sd - pd, oh * sh - ph
+        d_lo, d_hi = max(d0, 0), min(d0 + kd_, D)
+        h_lo, h_hi = max(h0, 0), min(h0 + kh_, H)
+        for ow in range(OW):
+            w0 = ow * sw - pw
+            w_lo, w_hi = max(w0, 0), min(w0 + kw_, W)
+            o = out[n, od, oh, ow]
+            for c in range(C):
+                o[c] = -np.inf if is_max else 0.0
+            for d in range(d_lo, d_hi):
+                for h in range(h_lo, h_hi):
+                    for w in range(w_lo, w_hi):
+                        xr = x[n, d, h, w]
+                        if is_max:
+                            for c in range(C):
+                                o[c] = max(o[c], xr[c])
+                        else:
+                            for c in range(C):
+                                o[c] += xr[c]
+            if not is_max:
+                if include_pad:
+                    count = ((min(d0 + kd_, count_d - pd) - d0) * (min(h0 + kh_, count_h - ph) - h0)
+                             * (min(w0 + kw_, count_w - pw) - w0))
+                else:
+                    count = (d_hi - d_lo) * (h_hi - h_lo) * (w_hi - w_lo)
+                scale = 1.0 / count
+                for c in range(C):
+                    o[c] *= scale
