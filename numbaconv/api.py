@@ -85,16 +85,37 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 
 
 # ---- prepared convolution ----------------------------------------------------------------------------
+ACTIVATIONS = (None, "relu", "relu6", "hardswish")
+_CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
+
+
+def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
+    """An activation applied in place to y (a fresh output buffer): relu, relu6, hardswish or clip."""
+    if kind in _CLAMPS or kind == "clip":
+        low, high = _CLAMPS[kind] if kind in _CLAMPS else (attrs.get("min", -np.inf), attrs.get("max", np.inf))
+        np.clip(y, low, high, out=y)
+    elif kind == "hardswish":
+        y *= np.clip(y + 3, 0, 6) / 6
+    elif kind is not None:
+        raise ValueError(f"unknown activation {kind!r}")
+    return y
+
+
 class PreparedConv:
     """A convolution with its weights validated and packed once, for repeated calls.
 
     ``prepared(x)`` computes the convolution of ``spec`` on x of shape (N, C_in, *spatial) (or
     channels-last with ``layout``), returning (N, C_out, *out_spatial) in the same layout and dtype.
-    ``shuffle_groups`` applies a ShuffleNet channel shuffle to the output inside the final copy.
+    ``shuffle_groups`` applies a ShuffleNet channel shuffle to the output inside the final copy;
+    ``activation`` ('relu', 'relu6', 'hardswish') is applied to the output, on registers in the SIMD
+    kernel's epilogue where it can be (CPU only).
     """
 
     def __init__(self, spec: ConvSpec, weight: Any, bias: Any = None, shuffle_groups: int = 0,
-                 kernel: str | None = None):
+                 kernel: str | None = None, activation: str | None = None):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(map(str, ACTIVATIONS))}, got {activation!r}")
+        self.activation = activation
         weight = _check_array(_to_host(weight), "weight")
         bias = _to_host(bias)
         if tuple(weight.shape) != spec.weight_shape:
@@ -162,6 +183,8 @@ class PreparedConv:
         backend, _ = dispatch.choose_backend(device, on_gpu, flops, host_bytes,
                                              _real_gpu_usable() if flops > 1e8 else False)
         if backend == "cuda":
+            if self.activation:
+                raise ValueError("a fused activation runs on the CPU only; apply it after the GPU convolution")
             from .cuda_api import run_prepared_cuda
             result = run_prepared_cuda(self, x, layout, out if on_gpu or device == "cuda" else None)
             if not on_gpu and device == "auto":  # host in, host out
@@ -172,6 +195,8 @@ class PreparedConv:
         last = channels_last(layout)
         x, unbatched = _batched(x, self.spec.ndim, last)
         result = self._run(x, last, out if not unbatched else None)
+        if self.activation and not (self.kernel == "simd" and self.activation in _CLAMPS):
+            apply_activation(result, self.activation)
         if unbatched:
             result = result[0]
             if out is not None:
@@ -247,8 +272,10 @@ class PreparedConv:
             y = result
             y_strides = element_strides((n, spec.out_channels, *out3), last)
             out_group = per_group
+        clamp = self.activation in _CLAMPS
+        low, high = _CLAMPS.get(self.activation, (0.0, 0.0))
         self.simd_kernel(xin, element_strides(in5, read_last), self.packed, self.bias, y, y_strides, (n, *out3),
-                         out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1))
+                         out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), clamp, low, high)
         if self.shuffle_groups:
             if last:
                 cpu_layout.gather_channels_last(y, _to_5d_channels_last(result), self.channel_source)
@@ -337,9 +364,9 @@ def _check_out(out: np.ndarray, shape: tuple, dtype: np.dtype) -> None:
 
 
 def prepare(spec: ConvSpec, weight: Any, bias: Any = None, shuffle_groups: int = 0,
-            kernel: str | None = None) -> PreparedConv:
+            kernel: str | None = None, activation: str | None = None) -> PreparedConv:
     """Validate and pack ``weight`` (PyTorch order, ``spec.weight_shape``) once for repeated calls."""
-    return PreparedConv(spec, weight, bias, shuffle_groups, kernel)
+    return PreparedConv(spec, weight, bias, shuffle_groups, kernel, activation)
 
 
 # ---- torch.nn.functional-style entry points -----------------------------------------------------------

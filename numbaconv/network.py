@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .api import apply_activation
 from .graph import Graph, Node
 from .spec import ConvSpecError
 
@@ -47,21 +48,6 @@ def random_params(graph: Graph, seed: int = 0, dtype: Any = np.float32) -> dict[
             if node.attrs["bias"]:
                 params[node.name]["bias"] = (0.1 * rng.standard_normal(fout)).astype(dtype)
     return params
-
-
-def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
-    """The activation in place (y is a fresh output buffer)."""
-    if kind == "relu":
-        np.maximum(y, 0, out=y)
-    elif kind == "relu6":
-        np.clip(y, 0, 6, out=y)
-    elif kind == "clip":
-        np.clip(y, attrs.get("min", -np.inf), attrs.get("max", np.inf), out=y)
-    elif kind == "hardswish":
-        y *= np.clip(y + 3, 0, 6) / 6
-    elif kind is not None:
-        raise ValueError(f"unknown activation {kind!r}")
-    return y
 
 
 @dataclass
@@ -139,12 +125,15 @@ class Network:
             bias = (np.zeros(spec.out_channels) if bias is None else bias) - np.asarray(bn["mean"], np.float64)
             bias = bias * factor + np.asarray(bn["shift"], np.float64)
         spec = spec.replace(bias=bias is not None)
-        prepared = prepare(spec, weight.astype(self.dtype), None if bias is None else bias.astype(self.dtype))
         kind = act.op if act is not None else None
+        fused = kind if kind in ("relu", "relu6", "hardswish") else None  # clip keeps its own bounds
+        prepared = prepare(spec, weight.astype(self.dtype), None if bias is None else bias.astype(self.dtype),
+                           activation=fused)
+        after = None if fused else kind
         attrs = act.attrs if act is not None else None
 
         def run(x: np.ndarray) -> np.ndarray:
-            return apply_activation(prepared(x, layout="channels_last", device="cpu"), kind, attrs)
+            return apply_activation(prepared(x, layout="channels_last", device="cpu"), after, attrs)
 
         return run
 

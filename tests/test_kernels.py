@@ -46,3 +46,18 @@ def test_dispatcher_choices():
     assert dispatch.simd_block(64, 8, 16) == (6, 2) and dispatch.simd_block(8, 8, 16) == (12, 1)
     assert dispatch.simd_block(64, 16, 32) == (6, 4) and dispatch.simd_block(20, 16, 32) == (12, 1)
     assert dispatch.plan(nc.ConvSpec(2, 4, 4, 3), "cpu").backend == "cpu"
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])
+@pytest.mark.parametrize("kernel,groups", [("simd", 1), ("direct", 1), ("depthwise", 6)])
+def test_fused_activation(activation, kernel, groups, rng):
+    x = (rng.standard_normal((2, 6, 9, 7)) * 4).astype(np.float32)
+    x[0, 0, 4, 4] = np.nan  # NaN must survive the clamp, as in np.clip
+    w = (rng.standard_normal((12, 6 // groups, 3, 3))).astype(np.float32)
+    spec = nc.ConvSpec(2, 6, 12, 3, padding=1, groups=groups)
+    plain = nc.prepare(spec, w, kernel=kernel)(x)
+    fused = nc.prepare(spec, w, kernel=kernel, activation=activation)(x)
+    expected = {"relu": np.maximum(plain, 0), "relu6": np.clip(plain, 0, 6),
+                "hardswish": plain * np.clip(plain + 3, 0, 6) / 6}[activation]
+    np.testing.assert_allclose(fused, expected, rtol=1e-6, atol=1e-6)
+    assert np.isnan(fused[0, :, 3:6, 3:6]).any()

@@ -155,3 +155,27 @@ def vget(typingctx, vector, lane):
         return builder.extract_element(args[0], index)
 
     return vector.dtype(vector, lane), codegen
+
+
+@intrinsic
+def vclamp(typingctx, vector, low, high):
+    """Lanes below ``low`` become low, above ``high`` become high; NaN passes through (as np.clip)."""
+    if not isinstance(vector, SimdVector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value, lo, hi = args
+        vector_type = value.type
+        element = vector_type.element
+
+        def splat(scalar, scalar_type):
+            scalar = context.cast(builder, scalar, scalar_type, sig.args[0].dtype)
+            one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
+            return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), mask)
+
+        lo_v, hi_v = splat(lo, sig.args[1]), splat(hi, sig.args[2])
+        value = builder.select(builder.fcmp_ordered("<", value, lo_v), lo_v, value)
+        return builder.select(builder.fcmp_ordered(">", value, hi_v), hi_v, value)
+
+    return vector(vector, low, high), codegen
