@@ -99,3 +99,19 @@ def test_cost_commands_import_no_numba():
             "assert 'numba' not in sys.modules, 'numba was imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_run_command_json_and_table():
+    result = run_cli("run", "shufflenet_v2", "--width", "0.5", "--resolution", "32", "--runs", "2", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["output_shape"] == [1, 1000] and out["latency_median_ms"] > 0 and out["layers"]
+    assert out["macs"] > 0 and out["gflops"] > 0
+    table = invoke("run", "mobilenet_v1", "--width", "0.25", "--resolution", "32", "--runs", "2").output
+    assert "latency median" in table and "images/s" in table
+
+
+def test_run_rejects_unknown_model_and_cuda_networks():
+    assert run_cli("run", "alexnet").returncode == 2
+    result = run_cli("run", "resnet18", "--device", "cuda")
+    assert result.returncode == 2 and "--device" in result.stderr
