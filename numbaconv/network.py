@@ -71,6 +71,7 @@ class Network:
     def __init__(self, graph: Graph, params: dict[str, dict[str, Any]], dtype: Any = np.float32):
         from .cost import node_cost
         self.graph = graph
+        self.params = params
         self.dtype = np.dtype(dtype)
         self.steps: list[Step] = []
         consumers: dict[str, list[Node]] = {}
