@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import click
 
@@ -66,7 +67,7 @@ def bench(threads, batch, only, seconds, no_peers, json_path):
     if not layers:
         raise click.BadParameter(f"no suite layer contains {only!r}", param_hint="--only")
     with click.progressbar(length=len(layers) * len(batch or (1, 8)), label="layers",
-                           file=click.get_text_stream("stderr")) as bar:
+                           file=sys.stderr) as bar:
         for n in batch or (1, 8):
             for layer in layers:
                 results.append(B.run_layer(layer, n, threads, seconds, peers=not no_peers))
@@ -132,7 +133,7 @@ def run(model, batch, resolution, width, groups, device, threads, input_path, ru
     for step in net.steps:
         step.seconds.clear()
     times = []
-    with click.progressbar(range(runs), label=f"{net.graph.name} x{runs}", file=click.get_text_stream("stderr"),
+    with click.progressbar(range(runs), label=f"{net.graph.name} x{runs}", file=sys.stderr,
                            show_eta=False) as bar:
         for _ in bar:
             start = time.perf_counter()
