@@ -153,25 +153,6 @@ class ConvSpec:
         """Kernel extent with dilation folded in: d*(k-1)+1 per dim."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
 
-    @property
-    def is_depthwise(self) -> bool:
-        """Each input channel convolved on its own (groups == in_channels), any channel multiplier."""
-        return self.groups == self.in_channels
-
-    @property
-    def is_pointwise(self) -> bool:
-        """A 1x1 kernel with no padding: a matrix product per pixel."""
-        return all(k == 1 for k in self.kernel_size) and not any(
-            p for pair in self._pairs_or_zero() for p in pair)
-
-    @property
-    def channel_multiplier(self) -> int:
-        """out_channels / in_channels when it is a whole number, else 0."""
-        return self.out_channels // self.in_channels if self.out_channels % self.in_channels == 0 else 0
-
-    def _pairs_or_zero(self) -> tuple[tuple[int, int], ...]:
-        return self.padding if self.padding != "same" else ((0, 0),) * self.ndim
-
     def resolve_padding(self, in_spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
         """Per-dim (before, after) padding for an input of spatial size ``in_spatial``.
 
@@ -272,15 +253,3 @@ class BoundConv:
     @property
     def output_shape(self) -> tuple[int, ...]:
         return (self.batch, self.spec.out_channels, *self.out_spatial)
-
-
-def parse_shape(text: str, name: str = "shape") -> tuple[int, ...]:
-    """'1x32x112x112' (or commas) -> (1, 32, 112, 112); raises ConvSpecError naming ``name``."""
-    parts = [p for p in str(text).replace(",", "x").replace("X", "x").split("x")]
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ConvSpecError(f"{name} must look like 1x32x112x112 (integers joined by 'x'), got {text!r}") from None
-    if any(d < 1 for d in dims):
-        raise ConvSpecError(f"{name} must have positive sizes, got {text!r}")
-    return dims

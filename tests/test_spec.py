@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from numbaconv.spec import ConvSpec, ConvSpecError, parse_shape
+from numbaconv.spec import ConvSpec, ConvSpecError
 
 
 def test_normalizes_ints_to_per_dim_tuples():
@@ -82,9 +82,3 @@ def test_bind_resolves_plain_integers():
     bound = ConvSpec(2, 3, 5, (3, 4), 2, "same").bind((2, 3, 9, 10))
     assert bound.out_spatial == (5, 5) and bound.batch == 2
     assert bound.pad_before == (1, 1) and bound.pad_after == (1, 1)
-
-
-def test_parse_shape():
-    assert parse_shape("1x32x112x112") == (1, 32, 112, 112)
-    with pytest.raises(ConvSpecError, match="--input"):
-        parse_shape("1xx3", "--input")

@@ -6,7 +6,7 @@ groups, multiplier) to the ops that implement it.  Composite variants have sever
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from ..graph import Graph, GraphBuilder, Tensor
 from ..spec import ConvSpecError, normalize_ints, normalize_padding
@@ -185,7 +185,3 @@ def receptive_extent(graph: Graph) -> tuple[int, ...]:
             r[i] += (spec.effective_kernel[i] - 1) * jump[i]
             jump[i] *= spec.stride[i]
     return tuple(r)
-
-
-def variant_names() -> Sequence[str]:
-    return tuple(VARIANTS)
