@@ -16,7 +16,7 @@ from . import dispatch, packing
 from .kernels.cpu import layout as cpu_layout
 from .kernels.cpu import simd_direct
 from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise_channels_first
-from .kernels.cpu.direct import conv_direct
+from .kernels.cpu.direct import conv_direct, conv_small_groups
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
 from .kernels.index import PADDING_MODE_CODES, element_strides
@@ -143,6 +143,9 @@ class PreparedConv:
             per_group = packing.simd_block_channels(spec, vectors * lanes)
             padded_channels = per_group * spec.groups
             channel_position = packing.padded_channel_index(spec, per_group)
+        elif self.kernel == "small_groups":
+            self.packed = packing.pack_small_groups(spec, weight)
+            self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
         else:
             self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
                            else packing.pack_grouped(spec, weight))
@@ -195,7 +198,7 @@ class PreparedConv:
         last = channels_last(layout)
         x, unbatched = _batched(x, self.spec.ndim, last)
         result = self._run(x, last, out if not unbatched else None)
-        if self.activation and not (self.kernel == "simd" and self.activation in _CLAMPS):
+        if self.activation and not (self.kernel in ("simd", "small_groups") and self.activation in _CLAMPS):
             apply_activation(result, self.activation)
         if unbatched:
             result = result[0]
@@ -234,6 +237,9 @@ class PreparedConv:
         d = _pad3(spec.dilation, 1)
         if self.kernel == "depthwise":
             conv_depthwise(xin, self.packed, self.bias, y, *s, *d)
+        elif self.kernel == "small_groups":
+            clamp = self.activation in _CLAMPS
+            conv_small_groups(xin, self.packed, self.bias, y, *s, *d, clamp, *_CLAMPS.get(self.activation, (0.0, 0.0)))
         elif self.kernel == "transposed":
             conv_transposed(xin, self.packed, self.bias, y, *s, *_pad3(bound.pad_before, 0), *d)
         else:

@@ -13,7 +13,7 @@ def is_device_array(x) -> bool:
     return type(x).__module__ != "numpy" and (hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host"))
 
 
-KERNELS = ("simd", "direct", "depthwise", "transposed")
+KERNELS = ("simd", "small_groups", "direct", "depthwise", "transposed")
 
 # Block shapes (pixels, vectors) of numbaconv.kernels.cpu.simd_direct, by vector registers of the ISA.
 SIMD_BLOCKS = {16: {2: (6, 2), 1: (12, 1)}, 32: {4: (6, 4), 2: (12, 2), 1: (12, 1)}}
@@ -49,6 +49,9 @@ def choose_kernel(spec: ConvSpec, kernel: str | None = None, lanes: int = 8) -> 
         natural = ("transposed", "transposed convolution: gather over the inputs that scatter to each output")
     elif spec.groups == spec.in_channels and spec.groups > 1:
         natural = ("depthwise", f"groups == in_channels ({spec.groups}): no channel reduction")
+    elif spec.groups > 1 and per_group == spec.in_channels // spec.groups == 4 and lanes == 8 \
+            and spec.out_channels % 32 == 0:
+        natural = ("small_groups", "4 channels per group: two groups per 8-lane vector")
     elif 2 * per_group >= lanes:
         natural = ("simd", f"{per_group} output channels per group fill SIMD vectors of {lanes}")
     else:

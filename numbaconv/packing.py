@@ -68,3 +68,9 @@ def padded_channel_index(spec: ConvSpec, padded_per_group: int) -> np.ndarray:
     per_group = spec.out_channels // spec.groups
     c = np.arange(spec.out_channels, dtype=np.int64)
     return (c // per_group) * padded_per_group + c % per_group
+
+
+def pack_small_groups(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
+    """(C_out, 4, *k) -> (KD, KH, KW, 4, C_out): for each tap and input channel of a group, the weights of
+    every output channel, contiguous (numbaconv.kernels.cpu.direct.conv_small_groups)."""
+    return np.ascontiguousarray(as_3d_kernel(weight).transpose(2, 3, 4, 1, 0))

@@ -39,6 +39,8 @@ def test_forced_kernels_match_reference(kernel, dtype, cin, cout, groups, k, str
 def test_dispatcher_choices():
     assert dispatch.choose_kernel(nc.ConvSpec(2, 64, 64, 3))[0] == "simd"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=16)[0] == "direct"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=8)[0] == "small_groups"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 120, 120, 3, groups=30), lanes=8)[0] != "small_groups"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, groups=8))[0] == "depthwise"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, transposed=True))[0] == "transposed"
     with pytest.raises(ValueError, match="cannot compute"):
@@ -46,6 +48,27 @@ def test_dispatcher_choices():
     assert dispatch.simd_block(64, 8, 16) == (6, 2) and dispatch.simd_block(8, 8, 16) == (12, 1)
     assert dispatch.simd_block(64, 16, 32) == (6, 4) and dispatch.simd_block(20, 16, 32) == (12, 1)
     assert dispatch.plan(nc.ConvSpec(2, 4, 4, 3), "cpu").backend == "cpu"
+
+
+@pytest.mark.parametrize("kernel", ["small_groups", "direct"])
+@pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 1), (2, 1, 0), (1, 2, "same")])
+def test_small_groups_kernel(kernel, stride, dilation, padding, rng):
+    from numbaconv.kernels.cpu.simd import VECTOR_BYTES
+    if kernel == "small_groups" and VECTOR_BYTES != 32:
+        pytest.skip("the small-group kernel is for 8-lane float32 vectors (AVX2)")
+    x = (rng.standard_normal((2, 64, 11, 9)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((64, 4, 3, 3)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(64) + 0.1).astype(np.float32)
+    spec = nc.ConvSpec(2, 64, 64, 3, stride, padding, dilation, groups=16, bias=True)
+    prepared = nc.prepare(spec, w, b, kernel=kernel)
+    assert prepared.kernel == kernel
+    bound = spec.bind(x.shape)
+    pads = list(zip(bound.pad_before, bound.pad_after))
+    for layout in (None, "NHWC"):
+        y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
+        y = y if layout is None else np.moveaxis(y, -1, 1)
+        assert_close(ref.conv(x, w, b, stride, pads, dilation, 16), y,
+                     ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, pads, dilation, 16), 36)
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])

@@ -179,3 +179,20 @@ def vclamp(typingctx, vector, low, high):
         return builder.select(builder.fcmp_ordered(">", value, hi_v), hi_v, value)
 
     return vector(vector, low, high), codegen
+
+
+@intrinsic
+def vhalf_broadcast(typingctx, vector, index):
+    """Lane ``index`` of each half of the vector, copied across that half (a within-128-bit-lane
+    broadcast, vpermilps on AVX2).  ``index`` must be a constant."""
+    if not isinstance(vector, SimdVector) or not isinstance(index, types.IntegerLiteral):
+        return None
+    half = vector.lanes // 2
+    lane = index.literal_value
+
+    def codegen(context, builder, sig, args):
+        vector_type = args[0].type
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [lane] * half + [half + lane] * half)
+        return builder.shuffle_vector(args[0], ir.Constant(vector_type, ir.Undefined), mask)
+
+    return vector(vector, index), codegen
