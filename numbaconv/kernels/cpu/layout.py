@@ -8,8 +8,6 @@ from numba import njit, prange
 
 from ..index import source_index, split_row
 
-TILE = 16
-
 
 @njit(parallel=True, cache=True)
 def pad_channels_last(x, out, pad_d, pad_h, pad_w, mode):
@@ -37,18 +35,17 @@ def pad_channels_last(x, out, pad_d, pad_h, pad_w, mode):
 def channels_first_to_last(x, out, pad_d, pad_h, pad_w):
     """out[n, d + pad_d, h + pad_h, w + pad_w, c] = x[n, c, d, h, w]; out's border must already hold zeros.
 
-    x (N, C, D, H, W), any strides; out (N, D + pads, H + pads, W + pads, C).
+    x (N, C, D, H, W), any strides; out (N, D + pads, H + pads, W + pads, C).  One output row (all its
+    pixels and channels) stays in cache while each input channel's row streams in.
     """
     N, C, D, H, W = x.shape
     for job in prange(N * D * H):
         n, d, h = split_row(job, D, H)
         row = out[n, d + pad_d, h + pad_h]
-        for c0 in range(0, C, TILE):  # a TILE x TILE block stays in L1 between its reads and its writes
-            c1 = min(c0 + TILE, C)
-            for w0 in range(0, W, TILE):
-                for w in range(w0, min(w0 + TILE, W)):
-                    for c in range(c0, c1):
-                        row[w + pad_w, c] = x[n, c, d, h, w]
+        for c in range(C):
+            source = x[n, c, d, h]
+            for w in range(W):
+                row[w + pad_w, c] = source[w]
 
 
 @njit(parallel=True, cache=True)
@@ -56,17 +53,18 @@ def channels_last_to_first(y, out, channel_source):
     """out[n, c, d, h, w] = y[n, d, h, w, channel_source[c]].
 
     The gather folds a channel shuffle, and the skipping of a kernel's padded channels, into the copy.
+    Each output channel's row is written as one contiguous stream; the input row stays in cache.  (A
+    16 x 16 tiling that wrote all channels' rows in turn was 2.7x slower once the data left the cache.)
     """
     N, C, D, H, W = out.shape
     for job in prange(N * D * H):
         n, d, h = split_row(job, D, H)
         row = y[n, d, h]
-        for w0 in range(0, W, TILE):  # TILE pixels' channel vectors stay in L1 while every channel is written
-            w1 = min(w0 + TILE, W)
-            for c in range(C):
-                source = channel_source[c]
-                for w in range(w0, w1):
-                    out[n, c, d, h, w] = row[w, source]
+        for c in range(C):
+            source = channel_source[c]
+            target = out[n, c, d, h]
+            for w in range(W):
+                target[w] = row[w, source]
 
 
 @njit(parallel=True, cache=True)
