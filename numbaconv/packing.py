@@ -51,11 +51,13 @@ def pack_simd(spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, block
     G = spec.groups
     per_group = spec.out_channels // G
     padded = simd_block_channels(spec, block)
-    grouped = pack_grouped(spec, weight)  # (G, KD, KH, KW, CGI, CGO)
-    full = np.zeros(grouped.shape[:5] + (padded,), weight.dtype)
-    full[..., :per_group] = grouped
-    blocks = full.reshape(grouped.shape[:5] + (padded // block, block))
-    packed = np.ascontiguousarray(blocks.transpose(0, 5, 1, 2, 3, 4, 6))
+    w6 = as_3d_kernel(weight).reshape(G, per_group, spec.in_channels // G, *as_3d_kernel(weight).shape[2:])
+    packed = np.zeros((G, padded // block, *w6.shape[3:], w6.shape[2], block), weight.dtype)
+    for ob in range(padded // block):  # one strided copy per block of output channels
+        c0 = ob * block
+        count = min(block, per_group - c0)
+        if count > 0:
+            packed[:, ob, ..., :count] = w6[:, c0:c0 + count].transpose(0, 3, 4, 5, 2, 1)
     if bias is None:
         return packed, np.zeros(0, weight.dtype)
     padded_bias = np.zeros((G, padded), weight.dtype)
