@@ -87,6 +87,7 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 # ---- prepared convolution ----------------------------------------------------------------------------
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
+_CLAMPING_KERNELS = ("simd", "small_groups")  # families whose epilogue applies a relu/relu6 clamp
 
 
 def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
@@ -116,6 +117,8 @@ class PreparedConv:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(map(str, ACTIVATIONS))}, got {activation!r}")
         self.activation = activation
+        # (clamp?, low, high) for kernels that clip in their epilogue; other activations run afterwards.
+        self.clamp = (activation in _CLAMPS, *_CLAMPS.get(activation, (0.0, 0.0)))
         weight = _check_array(_to_host(weight), "weight")
         bias = _to_host(bias)
         if tuple(weight.shape) != spec.weight_shape:
@@ -198,7 +201,7 @@ class PreparedConv:
         last = channels_last(layout)
         x, unbatched = _batched(x, self.spec.ndim, last)
         result = self._run(x, last, out if not unbatched else None)
-        if self.activation and not (self.kernel in ("simd", "small_groups") and self.activation in _CLAMPS):
+        if self.activation and not (self.kernel in _CLAMPING_KERNELS and self.clamp[0]):
             apply_activation(result, self.activation)
         if unbatched:
             result = result[0]
@@ -238,14 +241,16 @@ class PreparedConv:
         if self.kernel == "depthwise":
             conv_depthwise(xin, self.packed, self.bias, y, *s, *d)
         elif self.kernel == "small_groups":
-            clamp = self.activation in _CLAMPS
-            conv_small_groups(xin, self.packed, self.bias, y, *s, *d, clamp, *_CLAMPS.get(self.activation, (0.0, 0.0)))
+            conv_small_groups(xin, self.packed, self.bias, y, *s, *d, *self.clamp)
         elif self.kernel == "transposed":
             conv_transposed(xin, self.packed, self.bias, y, *s, *_pad3(bound.pad_before, 0), *d)
         else:
             conv_direct(xin, self.packed, self.bias, y, *s, *d)
-        if direct_out:
-            return result
+        return result if direct_out else self._deliver(y, result, last)
+
+    def _deliver(self, y: np.ndarray, result: np.ndarray, last: bool) -> np.ndarray:
+        """Copy the kernel's channels-last scratch output into the caller's layout, gathering through
+        ``channel_source`` (a folded shuffle, or skipping a kernel's padded channels)."""
         if last:
             cpu_layout.gather_channels_last(y, _to_5d_channels_last(result), self.channel_source)
         else:
@@ -257,7 +262,7 @@ class PreparedConv:
         folded channel shuffle goes through a channels-last scratch buffer and a gather copy."""
         spec = self.spec
         before, after = _pad3(bound.pad_before, 0), _pad3(bound.pad_after, 0)
-        # With several taps, NCHW input is first copied channels-last (one tiled, padded pass): channel-
+        # With several taps, NCHW input is first copied channels-last (one padded pass): channel-
         # strided reads made the kernel 1.3-1.4x slower than that copy costs.  A 1x1 kernel uses each
         # input value once, so there the strided reads win.  The output goes straight to the caller's layout.
         read_last = last or math.prod(spec.kernel_size) > 1
@@ -278,16 +283,9 @@ class PreparedConv:
             y = result
             y_strides = element_strides((n, spec.out_channels, *out3), last)
             out_group = per_group
-        clamp = self.activation in _CLAMPS
-        low, high = _CLAMPS.get(self.activation, (0.0, 0.0))
         self.simd_kernel(xin, element_strides(in5, read_last), self.packed, self.bias, y, y_strides, (n, *out3),
-                         out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), clamp, low, high)
-        if self.shuffle_groups:
-            if last:
-                cpu_layout.gather_channels_last(y, _to_5d_channels_last(result), self.channel_source)
-            else:
-                cpu_layout.channels_last_to_first(y, _to_5d_channels_first(result), self.channel_source)
-        return result
+                         out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), *self.clamp)
+        return self._deliver(y, result, last) if self.shuffle_groups else result
 
     def _channels_last_padded(self, x: np.ndarray, last: bool, before: tuple, after: tuple) -> np.ndarray:
         mode = PADDING_MODE_CODES[self.spec.padding_mode]
