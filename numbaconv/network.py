@@ -79,18 +79,19 @@ class Network:
             for name in node.inputs:
                 consumers.setdefault(name, []).append(node)
         outputs = {t.name for t in graph.outputs}
+
+        def sole_next(value: str, op: tuple[str, ...]) -> Node | None:
+            """The one node that consumes ``value``, if it is one of ``op`` (then it can be fused)."""
+            users = consumers.get(value, [])
+            if len(users) == 1 and users[0].op in op and value not in outputs:
+                return users[0]
+            return None
+
         absorbed: set[str] = set()
         for node in graph.nodes:
             if node.name in absorbed:
                 continue
             flops = node_cost(node).flops
-
-            def sole_next(value: str, op: tuple[str, ...]) -> Node | None:
-                users = consumers.get(value, [])
-                if len(users) == 1 and users[0].op in op and value not in outputs:
-                    return users[0]
-                return None
-
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
                 act = sole_next(bn.output if bn else node.output, ACTIVATION_OPS)
@@ -211,8 +212,7 @@ def _pool_step(op: str, a: dict, dtype: np.dtype):
     kernel, stride, pads = a["kernel"], a["stride"], a["padding"]
     include_pad, ceil_mode = a.get("count_include_pad", True), a.get("ceil_mode", False)
 
-    def pad3(values, fill):
-        return (fill,) * (3 - len(values)) + tuple(values)
+    from .api import _pad3 as pad3
 
     def run(x: np.ndarray) -> np.ndarray:
         nd = x.ndim - 2
