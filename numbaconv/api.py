@@ -19,7 +19,7 @@ from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise_channels_first
 from .kernels.cpu.direct import conv_direct, conv_small_groups
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
-from .kernels.index import PADDING_MODE_CODES, element_strides
+from .kernels.index import PADDING_MODE_CODES, element_strides, leading
 from .spec import ConvSpec, ConvSpecError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -77,11 +77,11 @@ def _to_5d_channels_last(x: np.ndarray) -> np.ndarray:
 
 
 def _pad3(values: tuple[int, ...], fill: int) -> tuple[int, int, int]:
-    return (fill,) * (3 - len(values)) + tuple(values)
+    return leading(values, 3, fill)
 
 
 def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
-    return (fill,) * (2 - len(values)) + tuple(values)
+    return leading(values, 2, fill)
 
 
 # ---- prepared convolution ----------------------------------------------------------------------------

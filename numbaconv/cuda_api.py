@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import packing
-from .kernels.index import PADDING_MODE_CODES, element_strides
+from .kernels.index import PADDING_MODE_CODES, element_strides, leading
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -69,7 +69,7 @@ def _as_device(cuda, x: Any, name: str):
 
 
 def _pad3(values, fill):
-    return (fill,) * (3 - len(values)) + tuple(values)
+    return leading(values, 3, fill)
 
 
 def gpu_kernel(spec, shuffle_groups: int = 0, last: bool = False) -> str:

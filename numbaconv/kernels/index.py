@@ -51,6 +51,11 @@ def ceil_div(a, b):
     return -((-a) // b)
 
 
+def leading(values, count, fill):
+    """``values`` padded in front with ``fill`` to ``count`` entries: 1D/2D sizes as 3D (or 1D as 2D)."""
+    return (fill,) * (count - len(values)) + tuple(values)
+
+
 def element_strides(shape5, channels_last):
     """Element strides of (n, c, d, h, w) for a C-contiguous array stored channels-first or -last.
 
