@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import dispatch, packing
+from . import dispatch, packing, subpixel
 from .kernels.cpu import layout as cpu_layout
 from .kernels.cpu import simd_direct
 from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise_channels_first
@@ -87,7 +87,7 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 # ---- prepared convolution ----------------------------------------------------------------------------
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
-_CLAMPING_KERNELS = ("simd", "small_groups")  # families whose epilogue applies a relu/relu6 clamp
+_CLAMPING_KERNELS = ("simd", "small_groups", "subpixel")  # families whose epilogue applies a relu/relu6 clamp
 
 
 def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
@@ -146,6 +146,20 @@ class PreparedConv:
             per_group = packing.simd_block_channels(spec, vectors * lanes)
             padded_channels = per_group * spec.groups
             channel_position = packing.padded_channel_index(spec, per_group)
+        elif self.kernel == "subpixel":
+            self.subpixel_phases = []  # (phase, SIMD kernel, packed weight, padded bias) per non-empty phase
+            self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
+            for phase in subpixel.phases(spec, tuple(p[0] for p in spec.padding)):
+                if phase.empty:
+                    self.subpixel_phases.append((phase, None, None, None))
+                    continue
+                sub = subpixel.phase_spec(spec, phase)
+                pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
+                packed, padded_bias = packing.pack_simd(sub, subpixel.phase_weight(spec, weight, phase), bias,
+                                                        vectors * lanes)
+                self.subpixel_phases.append(
+                    (phase, getattr(simd_direct, f"conv_simd_p{pixels}v{vectors}"), packed, padded_bias))
+            self.packed = None
         elif self.kernel == "small_groups":
             self.packed = packing.pack_small_groups(spec, weight)
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
@@ -230,6 +244,8 @@ class PreparedConv:
             return result
         if self.kernel == "simd":
             return self._run_simd(x, last, bound, result)
+        if self.kernel == "subpixel":
+            return self._run_subpixel(x, last, bound, result)
         pad_before = (0,) * spec.ndim if spec.transposed else bound.pad_before
         pad_after = (0,) * spec.ndim if spec.transposed else bound.pad_after
         xin = self._channels_last_padded(x, last, _pad3(pad_before, 0), _pad3(pad_after, 0))
@@ -283,9 +299,52 @@ class PreparedConv:
             y = result
             y_strides = element_strides((n, spec.out_channels, *out3), last)
             out_group = per_group
-        self.simd_kernel(xin, element_strides(in5, read_last), self.packed, self.bias, y, y_strides, (n, *out3),
+        # Flat arrays: one compiled specialisation per kernel, shared with the sub-pixel path's offset views.
+        self.simd_kernel(xin.reshape(-1), element_strides(in5, read_last), self.packed, self.bias, y.reshape(-1),
+                         y_strides, (n, *out3),
                          out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), *self.clamp)
         return self._deliver(y, result, last) if self.shuffle_groups else result
+
+    def _run_subpixel(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:
+        """A transposed convolution as one SIMD convolution per output phase (numbaconv/subpixel.py), all
+        reading one zero-padded channels-last copy of the input and storing every stride-th output of the
+        result in place."""
+        spec = self.spec
+        stride, out_spatial = spec.stride, bound.out_spatial
+        in_spatial = x.shape[1:-1] if last else x.shape[2:]
+        extents = [subpixel.phase_extent(phase, out_spatial, stride) for phase, *_ in self.subpixel_phases]
+        live = [(entry, extent) for entry, extent in zip(self.subpixel_phases, extents)
+                if not entry[0].empty and all(extent[0])]
+        before = tuple(max([0] + [-low[i] for _, (_, low, _) in live]) for i in range(spec.ndim))
+        after = tuple(max([0] + [high[i] - (in_spatial[i] - 1) for _, (_, _, high) in live]) for i in range(spec.ndim))
+        xin = self._channels_last_padded(x, last, _pad3(before, 0), _pad3(after, 0))
+        n, c = xin.shape[0], xin.shape[4]
+        x_strides = element_strides((n, c, *xin.shape[1:4]), True)
+        out3 = _pad3(out_spatial, 1)
+        y_strides = element_strides((n, spec.out_channels, *out3), last)
+        phase_strides = (*y_strides[:2], *(st * s for st, s in zip(y_strides[2:], _pad3(stride, 1))))
+        per_group = spec.out_channels // spec.groups
+        flat_x, flat_y = xin.reshape(-1), result.reshape(-1)
+        for (phase, kernel, packed, padded_bias), (count, low, _) in live:
+            x_offset = sum((lo + b) * st for lo, b, st in zip(_pad3(low, 0), _pad3(before, 0), x_strides[2:]))
+            y_offset = sum(f * st for f, st in zip(_pad3(phase.offset, 0), y_strides[2:]))
+            kernel(flat_x[x_offset:], x_strides, packed, padded_bias, flat_y[y_offset:], phase_strides,
+                   (n, *_pad3(count, 1)), per_group, per_group, 1, 1, 1, *_pad3(phase.dilation, 1), *self.clamp)
+        for phase, *_ in self.subpixel_phases:  # outputs no tap reaches: the bias alone
+            if phase.empty:
+                self._fill_bias(result, last, phase.offset)
+        return result
+
+    def _fill_bias(self, result: np.ndarray, last: bool, offset: tuple[int, ...]) -> None:
+        region = (slice(None), *(slice(o, None, s) for o, s in zip(offset, self.spec.stride)))
+        bias = self.bias if self.bias.shape[0] else np.zeros(self.spec.out_channels, self.dtype)
+        if last:
+            result[region] = bias
+        else:
+            result[(region[0], slice(None), *region[1:])] = bias.reshape(-1, *(1,) * self.spec.ndim)
+        if self.clamp[0]:
+            view = result[region] if last else result[(region[0], slice(None), *region[1:])]
+            np.clip(view, self.clamp[1], self.clamp[2], out=view)
 
     def _channels_last_padded(self, x: np.ndarray, last: bool, before: tuple, after: tuple) -> np.ndarray:
         mode = PADDING_MODE_CODES[self.spec.padding_mode]

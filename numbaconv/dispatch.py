@@ -10,10 +10,15 @@ from .spec import ConvSpec
 
 def is_device_array(x) -> bool:
     """A GPU array: CUDA array interface (CuPy, PyTorch, numba) or a numba device array (also simulated)."""
-    return type(x).__module__ != "numpy" and (hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host"))
+    module = type(x).__module__
+    if module == "numpy":
+        return False
+    if module.startswith("torch"):  # cheaper than building the tensor's array-interface dict
+        return bool(getattr(x, "is_cuda", False))
+    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
 
 
-KERNELS = ("simd", "small_groups", "direct", "depthwise", "transposed")
+KERNELS = ("simd", "small_groups", "direct", "depthwise", "transposed", "subpixel")
 
 # Block shapes (pixels, vectors) of numbaconv.kernels.cpu.simd_direct, by vector registers of the ISA.
 SIMD_BLOCKS = {16: {2: (6, 2), 1: (12, 1)}, 32: {4: (6, 4), 2: (12, 2), 1: (12, 1)}}
@@ -45,8 +50,12 @@ def choose_kernel(spec: ConvSpec, kernel: str | None = None, lanes: int = 8) -> 
     than half a vector (most lanes would compute padding); those take the portable direct kernel.
     """
     per_group = spec.out_channels // spec.groups
-    if spec.transposed:
-        natural = ("transposed", "transposed convolution: gather over the inputs that scatter to each output")
+    if spec.transposed and 2 * per_group >= lanes:
+        natural = ("subpixel", f"transposed convolution as prod(stride) stride-1 convolutions on the SIMD kernel "
+                               f"({per_group} output channels per group fill vectors of {lanes})")
+    elif spec.transposed:
+        natural = ("transposed", "transposed convolution, narrow groups: gather over the inputs that scatter "
+                                 "to each output")
     elif spec.groups == spec.in_channels and spec.groups > 1:
         natural = ("depthwise", f"groups == in_channels ({spec.groups}): no channel reduction")
     elif spec.groups > 1 and per_group == spec.in_channels // spec.groups == 4 and lanes == 8 \
@@ -58,7 +67,7 @@ def choose_kernel(spec: ConvSpec, kernel: str | None = None, lanes: int = 8) -> 
         natural = ("direct", f"{per_group} output channels per group: too few for {lanes}-lane vectors")
     if kernel is None or kernel == natural[0]:
         return natural
-    if kernel in ("direct", "simd") and not spec.transposed:
+    if kernel in (("subpixel", "transposed") if spec.transposed else ("direct", "simd")):
         return (kernel, "forced by the caller")
     raise ValueError(f"kernel={kernel!r} cannot compute this convolution; the dispatcher would pick "
                      f"{natural[0]!r} ({natural[1]})")

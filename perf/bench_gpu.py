@@ -141,11 +141,13 @@ def kernel_resources() -> dict:
     from numba import float32
     from numbaconv.kernels.cuda import depthwise, direct, layout, transposed
     found = {}
-    for name, dispatcher in (("direct", direct.conv_direct(float32)), ("small_groups", direct.conv_small_groups(float32)),
-                             ("depthwise", depthwise.conv_depthwise(float32)),
-                             ("depthwise_channels_last", depthwise.conv_depthwise_channels_last(float32)),
-                             ("transposed", transposed.conv_transposed(float32)),
-                             ("channel_gather", layout.channel_gather)):
+    dispatchers = [("direct", direct.conv_direct(float32)), ("small_groups", direct.conv_small_groups(float32))]
+    for last in (False, True):
+        for stride in (1, 2):
+            dispatchers.append((f"depthwise 3x3/{stride}{' NHWC' if last else ''}",
+                                depthwise.conv_depthwise(float32, (3, 3), (stride, stride), (1, 1), 0, last)))
+    dispatchers += [("transposed", transposed.conv_transposed(float32)), ("channel_gather", layout.channel_gather)]
+    for name, dispatcher in dispatchers:
         for kernel in dispatcher.overloads.values():
             found[name] = {"registers": kernel.regs_per_thread, "local_bytes": kernel.local_mem_per_thread}
     return found

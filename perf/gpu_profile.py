@@ -2,10 +2,10 @@
 
     python perf/gpu_profile.py [--out DIR]
 
-For each suite layer (batch 32): CUDA-event time of the full ``prepared(x, device='cuda')`` call, of the
-kernel launched alone on preallocated arguments (launch overhead included: the GPU idles meanwhile), of a
-bare ``cuda.device_array`` allocation, and the kernel's device time from the profiler (CUPTI), beside
-cuDNN's device time for the same layer.
+For each suite layer (batch 32): CUDA-event time of the full ``prepared(x, device='cuda')`` call (what a
+caller waits for), the host time per call when calls are queued back to back (the Python side: spec
+lookup, output allocation, launch), a bare ``torch.empty`` of the output for comparison, and the kernel's
+device time from the profiler (CUPTI), beside cuDNN's device time for the same layer.
 """
 from __future__ import annotations
 
@@ -17,41 +17,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     import torch
-    from numba import cuda
 
     import numbaconv as nc
-    from numbaconv import cuda_api
     from numbaconv.benchmark import SUITE
-
-    captured = {}
-    original_direct = {}
 
     from bench_gpu import cuda_time_ms  # perf/ is on sys.path when this script runs
 
     def event_ms(fn, reps=30):
         return cuda_time_ms(torch, fn, reps)
 
-    # Capture the launch the GPU path makes, by wrapping the kernels' launch configuration.
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def __getitem__(self, config):
-            launch = self.kernel[config]
-
-            def run(*args):
-                captured["launch"] = (launch, args)
-                return launch(*args)
-            return run
-
-    from numbaconv.kernels.cuda import depthwise, direct, transposed
-    for module, names in ((direct, ("conv_direct", "conv_small_groups")),
-                          (depthwise, ("conv_depthwise", "conv_depthwise_channels_last")),
-                          (transposed, ("conv_transposed",))):
-        for name in names:
-            factory = getattr(module, name)
-            original_direct[(module, name)] = factory
-            setattr(module, name, lambda dtype, factory=factory: Recorder(factory(dtype)))
+    def host_ms(fn, reps=200):
+        """Host time per call when the GPU keeps up: what the Python side costs."""
+        import time
+        fn()
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            best = min(best, (time.perf_counter() - start) / reps * 1e3)
+            torch.cuda.synchronize()
+        return best
 
     def device_ms(fn, reps=10):
         """Mean device time of the CUDA kernels one fn() launches, read by the profiler."""
@@ -69,18 +56,17 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     F = torch.nn.functional
     rows = []
-    print(f"{'layer':30s} {'call ms':>9s} {'launch ms':>10s} {'alloc ms':>9s} {'device ms':>10s} {'cuDNN dev ms':>12s}")
+    print(f"{'layer':30s} {'call ms':>9s} {'host ms':>10s} {'alloc ms':>9s} {'device ms':>10s} {'cuDNN dev ms':>12s}")
     for layer in SUITE:
         if layer.spec.ndim != 2:
             continue
         x = torch.randn(layer.input_shape(32), device="cuda")
         prepared = nc.prepare(layer.spec, torch.randn(layer.spec.weight_shape).numpy(), shuffle_groups=layer.shuffle)
         call = event_ms(lambda: prepared(x, device="cuda"))
-        launch, args = captured["launch"]
-        kernel = event_ms(lambda: launch(*args))
+        host = host_ms(lambda: prepared(x, device="cuda"))
         shape = prepared.output_shape(tuple(x.shape))
-        alloc = event_ms(lambda: cuda.device_array(shape, "float32"))
-        device = device_ms(lambda: launch(*args))
+        alloc = host_ms(lambda: torch.empty(shape, device="cuda"))
+        device = device_ms(lambda: prepared(x, device="cuda"))
         spec = layer.spec
         w = torch.randn(spec.weight_shape, device="cuda")
         padding = tuple(p[0] for p in spec.padding)
@@ -90,15 +76,14 @@ def main() -> None:
         else:
             torch_fn = lambda: F.conv2d(x, w, None, spec.stride, padding, spec.dilation, spec.groups)  # noqa
         cudnn = device_ms(torch_fn)
-        rows.append((layer.name, call, kernel, alloc, device, cudnn))
-        print(f"{layer.name:30s} {call:9.3f} {kernel:10.3f} {alloc:9.3f} {device:10.3f} {cudnn:12.3f}", flush=True)
+        rows.append((layer.name, call, host, alloc, device, cudnn))
+        print(f"{layer.name:30s} {call:9.3f} {host:10.3f} {alloc:9.3f} {device:10.3f} {cudnn:12.3f}", flush=True)
     if len(sys.argv) > 2 and sys.argv[1] == "--out":
-        lines = ["| layer | whole call ms | launch ms | allocation ms | kernel device ms | cuDNN device ms | "
+        lines = ["| layer | whole call ms | host ms per call | torch.empty ms | kernel device ms | cuDNN device ms | "
                  "device ratio |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.3f} | {r[5] / r[4]:.2f}x |"
                   for r in rows]
         (Path(sys.argv[2]) / "gpu_profile.md").write_text("\n".join(lines) + "\n")
-    del cuda_api
 
 
 if __name__ == "__main__":

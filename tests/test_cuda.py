@@ -72,19 +72,37 @@ def test_direct_kernel(case, last, rng):
                  ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, pads, dilation, groups, mode), w[0].size)
 
 
+DEPTHWISE_CASES = [  # channels, multiplier, spatial size, kernel, stride, padding, dilation, mode
+    (3, 1, (5, 7), (3, 3), 1, 1, 1, "zeros"),
+    (3, 2, (5, 7), (3, 3), 2, 1, 1, "reflect"),
+    (2, 1, (19, 6), (5, 3), (2, 1), (2, 1), (1, 2), "circular"),  # strips of 8 rows, the last one ragged
+    (2, 3, (11, 4), (2, 4), 3, (1, 2), 1, "replicate"),           # stride larger than the kernel
+    (2, 1, (4, 5, 6), (3, 3, 3), (1, 2, 1), 1, (2, 1, 1), "zeros"),  # 3D: depth loop around the walk
+    (4, 1, (9,), (3,), 2, 1, 1, "zeros"),                         # 1D
+]
+
+
 @needs_gpu
 @pytest.mark.parametrize("last", [False, True])
-@pytest.mark.parametrize("multiplier,stride,mode", [(1, 1, "zeros"), (2, 2, "reflect")])
-def test_depthwise_kernels(last, multiplier, stride, mode, rng):
-    x = rand(rng, (1, 3, 5, 7))
-    w = rand(rng, (3 * multiplier, 1, 3, 3))
-    b = rand(rng, (3 * multiplier,))
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=lambda c: f"{len(c[2])}d-k{c[3]}-s{c[4]}-d{c[6]}-{c[7]}")
+def test_depthwise_kernels(last, case, rng):
+    channels, multiplier, size, kernel, stride, padding, dilation, mode = case
+    nd = len(size)
+    x = rand(rng, (2, channels, *size))
+    w = rand(rng, (channels * multiplier, 1, *kernel))
+    b = rand(rng, (channels * multiplier,))
+    spec = nc.ConvSpec(nd, channels, channels * multiplier, kernel, stride, padding, dilation, groups=channels,
+                       bias=True, padding_mode=mode)
     xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if last else x
-    y = run_gpu(nc.depthwise_conv2d, xin, w, b, stride, 1, 1, mode, layout="NHWC" if last else None)
+    prepared = nc.prepare(spec, w, b)
+    from numbaconv.cuda_api import gpu_kernel
+    assert gpu_kernel(spec) == "depthwise"
+    y = run_gpu(prepared, xin, layout="channels_last" if last else None)
     y = np.moveaxis(y, -1, 1) if last else y
-    pads = [(1, 1)] * 2
-    assert_close(ref.conv(x, w, b, stride, pads, 1, 3, mode), y,
-                 ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, pads, 1, 3, mode), 9)
+    pads = spec.padding
+    assert_close(ref.conv(x, w, b, spec.stride, pads, spec.dilation, channels, mode), y,
+                 ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, channels, mode),
+                 w[0].size)
 
 
 @needs_gpu
@@ -184,10 +202,11 @@ def _ptx_kernels():
     args = (f32, t5, f32, f32, f32, t5, i64[::1], types.UniTuple(i64, 14), types.UniTuple(i64, 9), i64)
     yield "direct", direct.conv_direct(types.float32).py_func, args + (types.boolean,)
     yield "small_groups", direct.conv_small_groups(types.float32).py_func, args
-    for name, factory in (("depthwise", depthwise.conv_depthwise),
-                          ("depthwise_channels_last", depthwise.conv_depthwise_channels_last)):
-        yield name, factory(types.float32).py_func, (
-            f32, t5, f32, f32, f32, t5, types.UniTuple(i64, 12), types.UniTuple(i64, 9), i64, i64)
+    for last in (False, True):
+        for kernel, stride, dilation, mode in (((3, 3), (1, 1), (1, 1), 0), ((5, 3), (2, 1), (1, 2), 3)):
+            yield f"depthwise {kernel} last={last}", depthwise.conv_depthwise(
+                types.float32, kernel, stride, dilation, mode, last).py_func, (
+                f32, t5, f32, f32, f32, t5, types.UniTuple(i64, 10), types.UniTuple(i64, 5), i64)
     yield "transposed", transposed.conv_transposed(types.float32).py_func, (
         f32, t5, f32, f32, f32, t5, types.UniTuple(i64, 14), types.UniTuple(i64, 9))
     yield "channel_gather", layout.channel_gather.py_func, (f32, types.UniTuple(i64, 3), f32,

@@ -42,7 +42,9 @@ def test_dispatcher_choices():
     assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=8)[0] == "small_groups"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 120, 120, 3, groups=30), lanes=8)[0] != "small_groups"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, groups=8))[0] == "depthwise"
-    assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, transposed=True))[0] == "transposed"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, transposed=True))[0] == "subpixel"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 8, 3, groups=4, transposed=True))[0] == "transposed"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 8, 8, 3, groups=4, transposed=True), "subpixel")[0] == "subpixel"
     with pytest.raises(ValueError, match="cannot compute"):
         dispatch.choose_kernel(nc.ConvSpec(2, 8, 16, 3, transposed=True), "simd")
     assert dispatch.simd_block(64, 8, 16) == (6, 2) and dispatch.simd_block(8, 8, 16) == (12, 1)
@@ -84,3 +86,32 @@ def test_fused_activation(activation, kernel, groups, rng):
                 "hardswish": plain * np.clip(plain + 3, 0, 6) / 6}[activation]
     np.testing.assert_allclose(fused, expected, rtol=1e-6, atol=1e-6)
     assert np.isnan(fused[0, :, 3:6, 3:6]).any()
+
+
+@pytest.mark.parametrize("kernel", ["subpixel", "transposed"])
+@pytest.mark.parametrize("nd,cin,cout,groups,k,stride,padding,output_padding,dilation,size", [
+    (2, 64, 32, 1, 3, 2, 1, 1, 1, (9, 8)),      # the suite's decoder layer, small
+    (2, 3, 17, 1, 4, 2, 1, 0, 1, (5, 7)),       # even kernel: two taps per phase
+    (2, 8, 16, 2, 3, 3, 2, 1, 2, (6, 5)),       # groups, dilation sharing a factor with nothing
+    (2, 4, 9, 1, 1, 2, 0, 1, 1, (4, 4)),        # kernel smaller than the stride: phases with the bias alone
+    (2, 6, 10, 1, 5, 2, 4, 1, 1, (7, 3)),       # padding larger than the kernel's reach on one side
+    (1, 5, 12, 1, 4, 3, 1, 2, 2, (11,)),        # 1D, stride and dilation with gcd 1
+    (3, 3, 8, 1, 3, (2, 1, 2), 1, 0, (1, 2, 1), (3, 4, 3)),  # 3D, mixed strides
+])
+def test_transposed_kernels_match_reference(kernel, nd, cin, cout, groups, k, stride, padding, output_padding,
+                                            dilation, size, rng):
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((cin, cout // groups, *(k,) * nd)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(cout) + 0.1).astype(np.float32)
+    spec = nc.ConvSpec(nd, cin, cout, k, stride, padding, dilation, groups, bias=True, transposed=True,
+                       output_padding=output_padding)
+    prepared = nc.prepare(spec, w, b, kernel=kernel)
+    assert prepared.kernel == kernel
+    args = (spec.stride, tuple(p[0] for p in spec.padding), spec.output_padding, groups, spec.dilation)
+    expected = ref.conv_transpose(x, w, b, *args)
+    magnitude = ref.conv_transpose(np.abs(x), np.abs(w), np.abs(b), *args)
+    for layout in (None, "NHWC"):
+        y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
+        assert_close(expected, y if layout is None else np.moveaxis(y, -1, 1), magnitude, cin * k ** nd)
+    fused = nc.prepare(spec, w, b, kernel=kernel, activation="relu6")(x)
+    np.testing.assert_allclose(fused, np.clip(prepared(x), 0, 6), rtol=1e-6, atol=1e-6)

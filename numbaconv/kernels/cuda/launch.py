@@ -20,10 +20,11 @@ SMALL_GROUP_THREADS = 128
 # Element-wise families (transposed, shuffle): one thread per output element, 1D blocks.
 ELEMENTWISE_THREADS = 256
 
-# Depthwise, channels-first: a warp of 32 adjacent output columns, DEPTHWISE_STRIPS strips of
-# DEPTHWISE_ROWS output rows per block; channels-last: 32 channels x 8 columns per block.
-DEPTHWISE_COLUMNS, DEPTHWISE_STRIPS, DEPTHWISE_ROWS = 32, 4, 8
+# Depthwise: a thread computes a strip of depthwise_rows(KH) output rows.  Channels-first blocks are
+# 32 adjacent columns x DEPTHWISE_STRIPS strips; channels-last blocks 32 channels x DEPTHWISE_LAST_COLUMNS.
+DEPTHWISE_COLUMNS, DEPTHWISE_STRIPS = 32, 4
 DEPTHWISE_LAST_CHANNELS, DEPTHWISE_LAST_COLUMNS = 32, 8
+DEPTHWISE_MAX_ROWS, DEPTHWISE_LAST_MAX_ROWS = 8, 4  # measured best on the H100 (perf/NOTES.md)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -42,11 +43,17 @@ def elementwise(count: int) -> tuple[int, int]:
     return max(1, _ceil(count, ELEMENTWISE_THREADS)), ELEMENTWISE_THREADS
 
 
-def depthwise_channels_first(out_width: int, out_height: int, planes: int):
-    blocks = (_ceil(out_width, DEPTHWISE_COLUMNS), _ceil(out_height, DEPTHWISE_STRIPS * DEPTHWISE_ROWS), planes)
+def depthwise_rows(kernel_height: int, channels_last: bool) -> int:
+    """Output rows per thread; fewer for tall kernels (whose walk is generated as straight-line code)."""
+    return max(1, min(DEPTHWISE_LAST_MAX_ROWS if channels_last else DEPTHWISE_MAX_ROWS, 64 // kernel_height))
+
+
+def depthwise(channels_last: bool, kernel_height: int, n: int, channels: int, out_dhw: tuple[int, int, int]):
+    """(blocks, threads) for kernels/cuda/depthwise.conv_depthwise; jobs go on the grid's x dimension."""
+    od, oh, ow = out_dhw
+    rows = depthwise_rows(kernel_height, channels_last)
+    if channels_last:
+        blocks = (n * od * _ceil(oh, rows), _ceil(channels, DEPTHWISE_LAST_CHANNELS), _ceil(ow, DEPTHWISE_LAST_COLUMNS))
+        return blocks, (DEPTHWISE_LAST_CHANNELS, DEPTHWISE_LAST_COLUMNS)
+    blocks = (n * channels * od, _ceil(ow, DEPTHWISE_COLUMNS), _ceil(oh, DEPTHWISE_STRIPS * rows))
     return blocks, (DEPTHWISE_COLUMNS, DEPTHWISE_STRIPS)
-
-
-def depthwise_channels_last(channels: int, out_width: int, rows: int):
-    blocks = (_ceil(channels, DEPTHWISE_LAST_CHANNELS), _ceil(out_width, DEPTHWISE_LAST_COLUMNS), rows)
-    return blocks, (DEPTHWISE_LAST_CHANNELS, DEPTHWISE_LAST_COLUMNS)
