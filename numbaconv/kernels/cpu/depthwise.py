@@ -8,7 +8,7 @@ from numba import njit, prange
 
 from ..index import ceil_div, split_row, start_with_bias
 from .direct import FASTMATH
-from .simd import vfma, vlanes, vload, vsplat, vstore
+from .simd import vfma, vlanes, vload, vload_even, vsplat, vstore, vzeros
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -49,9 +49,11 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
     """Depthwise 2D convolution on channels-first data with zero padding, no copy of the input.
 
     x (N, C, H, W) and out (N, C*m, OH, OW) C-contiguous; w (C*m, KH, KW); bias (C*m,) or (0,).
-    Each prange iteration owns one output plane.  For every tap the valid output columns [lo, hi) are
-    computed once, so the inner loop has no bounds checks; at unit stride it runs on explicit vectors.
-    Offsets are flat and non-negative by construction (views per row cost more than the arithmetic).
+    Each prange iteration owns one output plane.  Output columns split into the interior, where every
+    horizontal tap lands inside the row, and the edges.  The interior sums all taps of a vector of
+    output columns in a register and stores it once (at stride 1 with plain vector loads, at stride 2
+    with even-lane loads); edges and other strides sum per column.  Offsets are flat and non-negative
+    by construction (views per row cost more than the arithmetic).
     """
     N, C, H, W = x.shape
     O, KH, KW = w.shape
@@ -62,38 +64,63 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
     xs = x.reshape(-1)
     os = out.reshape(-1)
     ws = w.reshape(-1)
-    # The valid output columns of each horizontal tap, computed once (integer division is slow).
-    first = np.empty(KW, np.int64)
-    last = np.empty(KW, np.int64)
-    for kw in range(KW):
-        offset = kw * dw - pw
-        first[kw] = max(0, ceil_div(-offset, sw))
-        last[kw] = min(OW, (W - 1 - offset) // sw + 1) if offset <= W - 1 else 0
+    # Interior columns [inner_lo, inner_hi): ow * sw + kw * dw - pw lies in [0, W) for every kw.
+    inner_lo = min(OW, max(0, ceil_div(pw, sw)))
+    inner_hi = max(inner_lo, min(OW, (W - 1 - (KW - 1) * dw + pw) // sw + 1)) if (KW - 1) * dw - pw <= W - 1 \
+        else inner_lo
+    # Vector interior: at stride 2 each load also reads the element after the last column it uses, so the
+    # vector columns stop one input column short of the row's end (never a read past the array).
+    vector_hi = inner_hi if sw == 1 else max(inner_lo, min(inner_hi, (W - 2 - (KW - 1) * dw + pw) // 2 + 1))
+    if sw > 2:
+        vector_hi = inner_lo
     for job in prange(N * O):
         n = job // O
         co = job % O
         plane = (n * C + co // m) * H * W
+        b = bias[co] if has_bias else 0.0
         for oh in range(OH):
             row = (job * OH + oh) * OW
-            b = bias[co] if has_bias else 0.0
-            for ow in range(OW):
-                os[row + ow] = b
-            for kh in range(KH):
-                ih = oh * sh + kh * dh - ph
-                if ih < 0 or ih >= H:
-                    continue
-                for kw in range(KW):
-                    offset = kw * dw - pw  # input column of output column ow is ow * sw + offset
-                    lo = first[kw]
-                    hi = last[kw]
-                    tap = (co * KH + kh) * KW + kw
-                    source = plane + ih * W + offset
-                    ow = lo
-                    if sw == 1:
-                        weight = vsplat(ws, tap)
-                        while ow + lanes <= hi:
-                            vstore(os, row + ow, vfma(weight, vload(xs, source + ow), vload(os, row + ow)))
-                            ow += lanes
-                    wv = ws[tap]
-                    for i in range(hi - ow):
-                        os[row + ow + i] += wv * xs[source + (ow + i) * sw]
+            top = oh * sh - ph
+            kh_lo = min(KH, max(0, ceil_div(-top, dh)))
+            kh_hi = max(kh_lo, min(KH, (H - 1 - top) // dh + 1)) if top <= H - 1 else kh_lo
+            first_tap = co * KH * KW
+            scalar_from = inner_lo
+            if vector_hi - inner_lo >= lanes:
+                for ow in range(inner_lo):
+                    os[row + ow] = _column_sum(xs, ws, plane + top * W, W, dh, kh_lo, kh_hi, first_tap, KW,
+                                               ow * sw - pw, dw, b)
+                start = inner_lo
+                while True:  # the last vector overlaps the one before rather than leaving a scalar tail
+                    start = min(start, vector_hi - lanes)
+                    acc = vsplat(bias, co) if has_bias else vzeros(os)
+                    for kh in range(kh_lo, kh_hi):
+                        source = plane + (top + kh * dh) * W + start * sw - pw
+                        tap = first_tap + kh * KW
+                        for kw in range(KW):
+                            if sw == 1:
+                                acc = vfma(vsplat(ws, tap + kw), vload(xs, source + kw * dw), acc)
+                            else:
+                                acc = vfma(vsplat(ws, tap + kw), vload_even(xs, source + kw * dw), acc)
+                    vstore(os, row + start, acc)
+                    if start == vector_hi - lanes:
+                        break
+                    start += lanes
+                scalar_from = vector_hi
+            else:
+                scalar_from = 0
+            for ow in range(scalar_from, OW):
+                os[row + ow] = _column_sum(xs, ws, plane + top * W, W, dh, kh_lo, kh_hi, first_tap, KW,
+                                           ow * sw - pw, dw, b)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _column_sum(xs, ws, top_row, W, dh, kh_lo, kh_hi, first_tap, KW, left, dw, total):
+    """``total`` plus one output column's taps, skipping those that fall in the zero padding."""
+    for kh in range(kh_lo, kh_hi):
+        source = top_row + kh * dh * W
+        tap = first_tap + kh * KW
+        for kw in range(KW):
+            iw = left + kw * dw
+            if 0 <= iw < W:
+                total += ws[tap + kw] * xs[source + iw]
+    return total

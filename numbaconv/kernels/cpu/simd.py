@@ -67,6 +67,22 @@ def vload(typingctx, array, index):
 
 
 @intrinsic
+def vload_even(typingctx, array, index):
+    """Lanes 0, 2, 4, ... of array.flat[index : index + 2 * lanes]: a stride-2 load (two loads, one shuffle)."""
+    vector = SimdVector(array.dtype)
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        vector_type = context.get_value_type(sig.return_type)
+        wide_type = ir.VectorType(vector_type.element, 2 * vector_type.count)
+        wide = builder.load(builder.bitcast(pointer, wide_type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+        even = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), list(range(0, 2 * vector_type.count, 2)))
+        return builder.shuffle_vector(wide, ir.Constant(wide_type, ir.Undefined), even)
+
+    return vector(array, index), codegen
+
+
+@intrinsic
 def vstore(typingctx, array, index, value):
     """array.flat[index : index + lanes] = value (unaligned)."""
     def codegen(context, builder, sig, args):
