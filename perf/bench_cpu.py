@@ -59,7 +59,11 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run the layers whose name contains this text")
     parser.add_argument("--no-compile-times", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "perf" / "results"), help="folder for cpu.json/md/png")
+    parser.add_argument("--release-memory", action="store_true",
+                        help="leave glibc returning freed memory to the OS (by default it keeps it, as a Network does)")
     args = parser.parse_args()
+    from numbaconv.memory import retain_freed_memory
+    retained = False if args.release_memory else retain_freed_memory()
 
     import numba
     numba.set_num_threads(args.threads)
@@ -86,7 +90,8 @@ def main() -> None:
     header = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} "
               f"({os.cpu_count()} cores, {8 * VECTOR_BYTES}-bit vectors), {args.threads} threads, float32. "
               f"Peak {peak:.0f} GFLOP/s (register FMA loop), copy bandwidth {bandwidth:.1f} GB/s. "
-              f"Ratios are peer time / numbaconv time in the same run (>1: numbaconv faster).")
+              f"Ratios are peer time / numbaconv time in the same run (>1: numbaconv faster). "
+              f"glibc {'keeps freed memory in the process for every contender (numbaconv.memory)' if retained else 'returns freed memory to the OS (default malloc settings)'}.")
     print("\n" + table + "\n")
     for key, value in summary.items():
         print(f"{key}: {value:.2f}x" if value else f"{key}: -")

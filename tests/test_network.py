@@ -200,3 +200,15 @@ def test_pooling_matches_reference(op, kernel, stride, padding, ceil_mode, inclu
     graph = g.build(y)
     x = rng.standard_normal(graph.input.shape).astype(np.float32)
     np.testing.assert_allclose(Network(graph, {})(x), ref.run_graph(graph, {}, x), rtol=1e-5, atol=1e-6)
+
+
+def test_network_keeps_freed_memory_for_reuse():
+    import sys
+
+    from numbaconv import memory
+    graph = build_model("mobilenet_v1", width=0.25, resolution=32)
+    Network(graph, random_params(graph))
+    assert memory._APPLIED, "building a Network applies the allocator setting"
+    assert memory.retain_freed_memory() is memory._APPLIED[0]  # idempotent: one answer per process
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert memory._APPLIED[0] is True
