@@ -7,6 +7,7 @@ NumPy (float32 or float64); weights are always in PyTorch order (C_out, C_in/gro
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -85,6 +86,7 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 
 
 # ---- prepared convolution ----------------------------------------------------------------------------
+POINTWISE_ROW = 96  # pixels per job of a pointwise convolution: a multiple of every SIMD block's pixel count
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
 _CLAMPING_KERNELS = ("simd", "small_groups", "subpixel")  # families whose epilogue applies a relu/relu6 clamp
@@ -139,6 +141,8 @@ class PreparedConv:
         bias = np.ascontiguousarray(bias) if bias is not None else None
         padded_channels = spec.out_channels
         channel_position = np.arange(spec.out_channels, dtype=np.int64)
+        # 1x1, stride 1: with no padding, each image's pixels are one flat GEMM dimension (see _run_simd).
+        self.pointwise = math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed
         if self.kernel == "simd":
             pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
             self.simd_kernel = getattr(simd_direct, f"conv_simd_p{pixels}v{vectors}")
@@ -300,9 +304,26 @@ class PreparedConv:
             y_strides = element_strides((n, spec.out_channels, *out3), last)
             out_group = per_group
         # Flat arrays: one compiled specialisation per kernel, shared with the sub-pixel path's offset views.
-        self.simd_kernel(xin.reshape(-1), element_strides(in5, read_last), self.packed, self.bias, y.reshape(-1),
-                         y_strides, (n, *out3),
-                         out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), *self.clamp)
+        x_strides = element_strides(in5, read_last)
+        run = functools.partial(self.simd_kernel, w=self.packed, bias=self.bias, out_group=out_group,
+                                cgo=per_group, clamp=self.clamp[0], low=self.clamp[1], high=self.clamp[2])
+        pixels = math.prod(out3)
+        if self.pointwise and not any(before) and not any(after) and pixels >= 2 * POINTWISE_ROW:
+            # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of
+            # POINTWISE_ROW (a multiple of every block's pixel count) leaves one short tail per image
+            # instead of one per output row, whose one-pixel blocks are latency-bound.
+            rows, tail = divmod(pixels, POINTWISE_ROW)
+            x_pixel, y_pixel = x_strides[4], y_strides[4]
+            flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
+            for shape, start in (((n, 1, rows, POINTWISE_ROW), 0), ((n, 1, 1, tail), rows * POINTWISE_ROW)):
+                if shape[3]:
+                    run(x=flat_x[start * x_pixel:], xst=(*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
+                        out=flat_y[start * y_pixel:], ost=(*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
+                        shape=shape, sd=1, sh=1, sw=1, dd=1, dh=1, dw=1)
+        else:
+            (sd, sh, sw), (dd, dh, dw) = _pad3(spec.stride, 1), _pad3(spec.dilation, 1)
+            run(x=xin.reshape(-1), xst=x_strides, out=y.reshape(-1), ost=y_strides, shape=(n, *out3),
+                sd=sd, sh=sh, sw=sw, dd=dd, dh=dh, dw=dw)
         return self._deliver(y, result, last) if self.shuffle_groups else result
 
     def _run_subpixel(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:

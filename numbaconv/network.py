@@ -97,6 +97,7 @@ class Network:
             return None
 
         absorbed: set[str] = set()
+        conv_outputs: set[str] = set()  # values written into fresh buffers by convolution steps
         for node in graph.nodes:
             if node.name in absorbed:
                 continue
@@ -108,8 +109,21 @@ class Network:
                 absorbed.update(fused)
                 final = (act or bn or node).output
                 step = self._conv_step(node, params, bn and params.get(bn.name), act)
+                conv_outputs.add(final)
                 self.steps.append(Step(node.name, "conv", node.inputs, final, step, fused,
                                        flops + sum(node_cost(n).flops for n in (bn, act) if n)))
+                continue
+            if node.op == "add":
+                act = sole_next(node.output, ACTIVATION_OPS)
+                # A summand that a convolution step just wrote and nothing else reads is overwritten with
+                # the sum, and the activation after the add clips it in place: one pass, no allocation.
+                reusable = tuple(i for i, name in enumerate(node.inputs)
+                                 if name in conv_outputs and len(consumers.get(name, [])) == 1 and name not in outputs)
+                if act is not None:
+                    absorbed.add(act.name)
+                self.steps.append(Step(node.name, "add", node.inputs, (act or node).output,
+                                       _add_step(reusable, act.op if act else None, act.attrs if act else None),
+                                       (act.name,) if act else (), flops + (node_cost(act).flops if act else 0)))
                 continue
             self.steps.append(Step(node.name, node.op, node.inputs, node.output, self._op_step(node, params),
                                    flops=flops))
@@ -213,6 +227,17 @@ class Network:
         from .cost import build_model
         graph = build_model(name, **options)
         return cls(graph, params if params is not None else random_params(graph, seed, dtype), dtype)
+
+
+def _add_step(reusable: tuple[int, ...], activation: str | None, attrs: dict | None):
+    """x + y, written over summand ``reusable[0]`` when there is one, then the fused activation in place."""
+    target = reusable[0] if reusable else None
+
+    def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        out = (x, y)[target] if target is not None and x.shape == y.shape else None
+        return apply_activation(np.add(x, y, out=out), activation, attrs)
+
+    return run
 
 
 def _pool_step(op: str, a: dict, dtype: np.dtype):

@@ -115,3 +115,22 @@ def test_transposed_kernels_match_reference(kernel, nd, cin, cout, groups, k, st
         assert_close(expected, y if layout is None else np.moveaxis(y, -1, 1), magnitude, cin * k ** nd)
     fused = nc.prepare(spec, w, b, kernel=kernel, activation="relu6")(x)
     np.testing.assert_allclose(fused, np.clip(prepared(x), 0, 6), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("nd,size,groups,shuffle", [(2, (17, 23), 1, 0), (2, (20, 25), 3, 3), (3, (3, 9, 11), 1, 0),
+                                                    (1, (301,), 1, 0)])
+def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
+    """1x1 stride 1 walks each image's pixels in rows of POINTWISE_ROW plus a tail (sizes with a tail)."""
+    from numbaconv.api import POINTWISE_ROW
+    assert np.prod(size) >= 2 * POINTWISE_ROW and np.prod(size) % POINTWISE_ROW
+    x = (rng.standard_normal((2, 12, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((24, 12 // groups, *(1,) * nd)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(24) + 0.1).astype(np.float32)
+    spec = nc.ConvSpec(nd, 12, 24, 1, groups=groups, bias=True)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation="relu")
+    assert prepared.kernel == "simd" and prepared.pointwise
+    expected = ref.conv(x, w, b, 1, [(0, 0)] * nd, 1, groups)
+    expected = np.maximum(ref.channel_shuffle(expected, shuffle) if shuffle else expected, 0)
+    for layout in (None, "channels_last"):
+        y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
+        np.testing.assert_allclose(y if layout is None else np.moveaxis(y, -1, 1), expected, rtol=2e-5, atol=2e-5)

@@ -212,3 +212,20 @@ def test_network_keeps_freed_memory_for_reuse():
     assert memory.retain_freed_memory() is memory._APPLIED[0]  # idempotent: one answer per process
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
         assert memory._APPLIED[0] is True
+
+
+def test_residual_add_reuses_only_buffers_nobody_else_reads(rng):
+    from numbaconv.graph import GraphBuilder
+    g = GraphBuilder("residual", (2, 8, 9, 9))
+    a = g.conv(g.input, 8, 3, padding=1, name="a")           # read by the add and by branch b: kept
+    b = g.conv(a, 8, 1, name="b")                             # read by the add only: overwritten with the sum
+    s = g.relu(g.add(a, b, name="sum"), name="sum_relu")
+    t = g.add(g.conv(s, 8, 1, name="c"), a, name="again")     # a is read again after the first add
+    graph = g.build(g.concat([t, g.relu(a, name="a_relu")], name="both"))
+    params = random_params(graph, seed=3)
+    net = Network(graph, params)
+    adds = [step for step in net.steps if step.op == "add"]
+    assert [step.fused for step in adds] == [("sum_relu",), ()]
+    x = rng.standard_normal(graph.input.shape).astype(np.float32)
+    for _ in range(2):  # a second call must not see buffers the first one overwrote
+        assert relative_error(net(x), ref.run_graph(graph, params, x)) < 1e-5
