@@ -250,8 +250,11 @@ class PreparedConv:
             return self._run_simd(x, last, bound, result)
         if self.kernel == "subpixel":
             return self._run_subpixel(x, last, bound, result)
-        pad_before = (0,) * spec.ndim if spec.transposed else bound.pad_before
-        pad_after = (0,) * spec.ndim if spec.transposed else bound.pad_after
+        # The gather kernel and channels-last depthwise with zero padding skip the padding tap by tap;
+        # the others read a padded copy.
+        skips_padding = spec.transposed or (self.kernel == "depthwise" and last and spec.padding_mode == "zeros")
+        pad_before = (0,) * spec.ndim if skips_padding else bound.pad_before
+        pad_after = (0,) * spec.ndim if skips_padding else bound.pad_after
         xin = self._channels_last_padded(x, last, _pad3(pad_before, 0), _pad3(pad_after, 0))
         out_cl_shape = (n, *_pad3(out_spatial, 1), self.kernel_channels)
         direct_out = last and self.writes_result_directly
@@ -259,7 +262,8 @@ class PreparedConv:
         s = _pad3(spec.stride, 1)
         d = _pad3(spec.dilation, 1)
         if self.kernel == "depthwise":
-            conv_depthwise(xin, self.packed, self.bias, y, *s, *d)
+            skipped = _pad3(bound.pad_before, 0) if skips_padding else (0, 0, 0)
+            conv_depthwise(xin, self.packed, self.bias, y, *s, *skipped, *d)
         elif self.kernel == "small_groups":
             conv_small_groups(xin, self.packed, self.bias, y, *s, *d, *self.clamp)
         elif self.kernel == "transposed":

@@ -134,3 +134,23 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
     for layout in (None, "channels_last"):
         y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
         np.testing.assert_allclose(y if layout is None else np.moveaxis(y, -1, 1), expected, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("nd,size,multiplier,k,stride,padding,dilation,mode", [
+    (2, (9, 13), 1, 3, 1, 1, 1, "zeros"), (2, (10, 7), 2, 4, 1, "same", 1, "zeros"),  # asymmetric 'same'
+    (2, (11, 8), 1, 3, 4, 2, 1, "zeros"),   # stride larger than the kernel, padding beyond its reach
+    (2, (12, 12), 3, 3, 2, 3, 2, "zeros"), (3, (5, 6, 7), 1, 3, (1, 2, 1), 1, (2, 1, 1), "zeros"),
+    (1, (15,), 2, 5, 2, 4, 1, "zeros"), (2, (9, 9), 1, 3, 2, 1, 1, "reflect"),  # other modes: padded copy
+])
+def test_channels_last_depthwise_skips_zero_padding(nd, size, multiplier, k, stride, padding, dilation, mode, rng):
+    x = (rng.standard_normal((2, 6, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((6 * multiplier, 1, *(k,) * nd)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(6 * multiplier) + 0.1).astype(np.float32)
+    spec = nc.ConvSpec(nd, 6, 6 * multiplier, k, stride, padding, dilation, 6, bias=True, padding_mode=mode)
+    prepared = nc.prepare(spec, w, b)
+    assert prepared.kernel == "depthwise"
+    bound = spec.bind(x.shape)
+    pads = list(zip(bound.pad_before, bound.pad_after))
+    y = np.moveaxis(prepared(np.moveaxis(x, 1, -1), layout="NHWC"), -1, 1)
+    assert_close(ref.conv(x, w, b, spec.stride, pads, spec.dilation, 6, mode), y,
+                 ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, 6, mode), k ** nd)

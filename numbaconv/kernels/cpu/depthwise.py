@@ -11,28 +11,44 @@ from .direct import FASTMATH
 from .simd import vfma, vlanes, vload, vload_even, vsplat, vstore, vzeros
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv_depthwise(x, w, bias, out, sd, sh, sw, dd, dh, dw):
-    """out[..., c*m + j] = sum_k x[..., c] * w[k, c*m + j] + bias.
+@njit(inline="always")
+def _valid_taps(start, dilation, taps, length):
+    """[lo, hi): the taps k with 0 <= start + k * dilation < length (zero padding is skipped, not read)."""
+    lo = min(taps, max(0, ceil_div(-start, dilation)))
+    if start > length - 1:
+        return lo, lo
+    return lo, max(lo, min(taps, (length - 1 - start) // dilation + 1))
 
-    x    (N, D, H, W, C)        padded input, channels-last
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_depthwise(x, w, bias, out, sd, sh, sw, pd, ph, pw, dd, dh, dw):
+    """out[..., c*m + j] = sum_k x[..., c] * w[k, c*m + j] + bias, with zero padding (pd, ph, pw) in front.
+
+    x    (N, D, H, W, C)        channels-last input: unpadded (zero padding is skipped tap by tap, so
+                                no padded copy is made), or padded by the caller (other modes) with p = 0
     w    (KD, KH, KW, C*m)      packed weights (numbaconv.packing.pack_depthwise)
     bias (C*m,) or (0,)
     out  (N, OD, OH, OW, C*m)
     """
-    N, _, _, _, C = x.shape
+    N, D, H, W, C = x.shape
     KD, KH, KW, O = w.shape
     _, OD, OH, OW, _ = out.shape
     m = O // C
     for job in prange(N * OD * OH):
         n, od, oh = split_row(job, OD, OH)
+        front = od * sd - pd
+        top = oh * sh - ph
+        kd_lo, kd_hi = _valid_taps(front, dd, KD, D)
+        kh_lo, kh_hi = _valid_taps(top, dh, KH, H)
         for ow in range(OW):
+            left = ow * sw - pw
+            kw_lo, kw_hi = _valid_taps(left, dw, KW, W)
             o = out[n, od, oh, ow]
             start_with_bias(o, bias)
-            for kd in range(KD):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        xr = x[n, od * sd + kd * dd, oh * sh + kh * dh, ow * sw + kw * dw]
+            for kd in range(kd_lo, kd_hi):
+                for kh in range(kh_lo, kh_hi):
+                    for kw in range(kw_lo, kw_hi):
+                        xr = x[n, front + kd * dd, top + kh * dh, left + kw * dw]
                         wk = w[kd, kh, kw]
                         if m == 1:
                             for c in range(C):
