@@ -154,3 +154,20 @@ def test_channels_last_depthwise_skips_zero_padding(nd, size, multiplier, k, str
     y = np.moveaxis(prepared(np.moveaxis(x, 1, -1), layout="NHWC"), -1, 1)
     assert_close(ref.conv(x, w, b, spec.stride, pads, spec.dilation, 6, mode), y,
                  ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, 6, mode), k ** nd)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 1, 1, 601), (2, 3, 1, 3, 257), (3, 4, 2, 2, 300), (1, 2, 1, 9, 7)])
+def test_layout_copies_split_long_rows(shape, rng):
+    """Few, long rows are split into tiles (1D signals); many rows are copied whole: both exact."""
+    from numbaconv.kernels.cpu import layout
+    x = rng.standard_normal(shape).astype(np.float32)
+    n, c, d, h, w = shape
+    padded = np.zeros((n, d, h + 2, w + 3, c), np.float32)
+    layout.channels_first_to_last(x, padded, 0, 1, 2)
+    expected = np.zeros_like(padded)
+    expected[:, :, 1:h + 1, 2:w + 2] = np.moveaxis(x, 1, -1)
+    np.testing.assert_array_equal(padded, expected)
+    back = np.empty(shape, np.float32)
+    order = rng.permutation(c).astype(np.int64)
+    layout.channels_last_to_first(np.ascontiguousarray(np.moveaxis(x, 1, -1)), back, order)
+    np.testing.assert_array_equal(back, x[:, order])

@@ -23,6 +23,38 @@ def scatter_vector(os, index, stride, value, count):
         os[index + lane * stride] = vget(value, lane)
 
 
+@njit(cache=True)
+def scatter_pixels6(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, v4, v5, count):
+    """Lanes 0..count-1 of v0..v5 to os[index + lane * lane_stride + p * pixel_stride]."""
+    for lane in range(count):
+        row = index + lane * lane_stride
+        os[row + 0 * pixel_stride] = vget(v0, lane)
+        os[row + 1 * pixel_stride] = vget(v1, lane)
+        os[row + 2 * pixel_stride] = vget(v2, lane)
+        os[row + 3 * pixel_stride] = vget(v3, lane)
+        os[row + 4 * pixel_stride] = vget(v4, lane)
+        os[row + 5 * pixel_stride] = vget(v5, lane)
+
+
+@njit(cache=True)
+def scatter_pixels12(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, count):
+    """Lanes 0..count-1 of v0..v11 to os[index + lane * lane_stride + p * pixel_stride]."""
+    for lane in range(count):
+        row = index + lane * lane_stride
+        os[row + 0 * pixel_stride] = vget(v0, lane)
+        os[row + 1 * pixel_stride] = vget(v1, lane)
+        os[row + 2 * pixel_stride] = vget(v2, lane)
+        os[row + 3 * pixel_stride] = vget(v3, lane)
+        os[row + 4 * pixel_stride] = vget(v4, lane)
+        os[row + 5 * pixel_stride] = vget(v5, lane)
+        os[row + 6 * pixel_stride] = vget(v6, lane)
+        os[row + 7 * pixel_stride] = vget(v7, lane)
+        os[row + 8 * pixel_stride] = vget(v8, lane)
+        os[row + 9 * pixel_stride] = vget(v9, lane)
+        os[row + 10 * pixel_stride] = vget(v10, lane)
+        os[row + 11 * pixel_stride] = vget(v11, lane)
+
+
 @njit(parallel=True, cache=True)
 def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw, dd, dh, dw,
                  clamp, low, high):
@@ -160,18 +192,8 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
                 vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1)
+                scatter_pixels6(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, count0)
+                scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
             ow0 += 6
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -196,8 +218,8 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
                 vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
             ow0 += 1
 
 
@@ -359,18 +381,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                 vstore(os, out_row + (ow0 + 10) * ow_ + 0 * lanes, a10_0)
                 vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
-                scatter_vector(os, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, a6_0, count0)
-                scatter_vector(os, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, a7_0, count0)
-                scatter_vector(os, out_row + (ow0 + 8) * ow_ + 0 * lanes * oc, oc, a8_0, count0)
-                scatter_vector(os, out_row + (ow0 + 9) * ow_ + 0 * lanes * oc, oc, a9_0, count0)
-                scatter_vector(os, out_row + (ow0 + 10) * ow_ + 0 * lanes * oc, oc, a10_0, count0)
-                scatter_vector(os, out_row + (ow0 + 11) * ow_ + 0 * lanes * oc, oc, a11_0, count0)
+                scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
             ow0 += 12
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -390,7 +401,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
             if contiguous:
                 vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
             ow0 += 1
 
 
@@ -597,30 +608,10 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 vstore(os, out_row + (ow0 + 5) * ow_ + 2 * lanes, a5_2)
                 vstore(os, out_row + (ow0 + 5) * ow_ + 3 * lanes, a5_3)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 2 * lanes * oc, oc, a0_2, count2)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 3 * lanes * oc, oc, a0_3, count3)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 2 * lanes * oc, oc, a1_2, count2)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 3 * lanes * oc, oc, a1_3, count3)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 2 * lanes * oc, oc, a2_2, count2)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 3 * lanes * oc, oc, a2_3, count3)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 2 * lanes * oc, oc, a3_2, count2)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 3 * lanes * oc, oc, a3_3, count3)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 2 * lanes * oc, oc, a4_2, count2)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 3 * lanes * oc, oc, a4_3, count3)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 2 * lanes * oc, oc, a5_2, count2)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 3 * lanes * oc, oc, a5_3, count3)
+                scatter_pixels6(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, count0)
+                scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
+                scatter_pixels6(os, out_row + ow0 * ow_ + 2 * lanes * oc, ow_, oc, a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, count2)
+                scatter_pixels6(os, out_row + ow0 * ow_ + 3 * lanes * oc, ow_, oc, a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, count3)
             ow0 += 6
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -655,10 +646,10 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
                 vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 2 * lanes * oc, oc, a0_2, count2)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 3 * lanes * oc, oc, a0_3, count3)
+                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                scatter_vector(os, out_row + ow0 * ow_ + 2 * lanes * oc, oc, a0_2, count2)
+                scatter_vector(os, out_row + ow0 * ow_ + 3 * lanes * oc, oc, a0_3, count3)
             ow0 += 1
 
 
@@ -883,30 +874,8 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                 vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
                 vstore(os, out_row + (ow0 + 11) * ow_ + 1 * lanes, a11_1)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, a1_0, count0)
-                scatter_vector(os, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, a1_1, count1)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, a2_0, count0)
-                scatter_vector(os, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, a2_1, count1)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, a3_0, count0)
-                scatter_vector(os, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, a3_1, count1)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, a4_0, count0)
-                scatter_vector(os, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, a4_1, count1)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, a5_0, count0)
-                scatter_vector(os, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, a5_1, count1)
-                scatter_vector(os, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, a6_0, count0)
-                scatter_vector(os, out_row + (ow0 + 6) * ow_ + 1 * lanes * oc, oc, a6_1, count1)
-                scatter_vector(os, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, a7_0, count0)
-                scatter_vector(os, out_row + (ow0 + 7) * ow_ + 1 * lanes * oc, oc, a7_1, count1)
-                scatter_vector(os, out_row + (ow0 + 8) * ow_ + 0 * lanes * oc, oc, a8_0, count0)
-                scatter_vector(os, out_row + (ow0 + 8) * ow_ + 1 * lanes * oc, oc, a8_1, count1)
-                scatter_vector(os, out_row + (ow0 + 9) * ow_ + 0 * lanes * oc, oc, a9_0, count0)
-                scatter_vector(os, out_row + (ow0 + 9) * ow_ + 1 * lanes * oc, oc, a9_1, count1)
-                scatter_vector(os, out_row + (ow0 + 10) * ow_ + 0 * lanes * oc, oc, a10_0, count0)
-                scatter_vector(os, out_row + (ow0 + 10) * ow_ + 1 * lanes * oc, oc, a10_1, count1)
-                scatter_vector(os, out_row + (ow0 + 11) * ow_ + 0 * lanes * oc, oc, a11_0, count0)
-                scatter_vector(os, out_row + (ow0 + 11) * ow_ + 1 * lanes * oc, oc, a11_1, count1)
+                scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
+                scatter_pixels12(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1, a8_1, a9_1, a10_1, a11_1, count1)
             ow0 += 12
         while ow0 < OW:  # the last pixels
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -931,6 +900,6 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                 vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
                 vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
             else:
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
             ow0 += 1
