@@ -12,6 +12,7 @@ with no taps along some dimension (kernel smaller than the stride) receives only
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from itertools import product
@@ -35,7 +36,8 @@ class Phase:
         return any(len(t) == 0 for t in self.taps)
 
 
-def phases(spec: ConvSpec, pad_before: tuple[int, ...]) -> list[Phase]:
+@functools.lru_cache(maxsize=256)  # specs are frozen: one-off public calls skip the re-derivation
+def phases(spec: ConvSpec, pad_before: tuple[int, ...]) -> tuple[Phase, ...]:
     """The prod(stride) phases of a transposed ``spec`` with leading padding ``pad_before`` (its p)."""
     per_dim = []
     for k, s, d, p in zip(spec.kernel_size, spec.stride, spec.dilation, pad_before):
@@ -45,7 +47,7 @@ def phases(spec: ConvSpec, pad_before: tuple[int, ...]) -> list[Phase]:
             first = (phi + p - taps[0] * d) // s if taps else 0
             options.append((phi, taps, first, d // math.gcd(s, d)))
         per_dim.append(options)
-    return [Phase(*(tuple(c[i] for c in combo) for i in range(4))) for combo in product(*per_dim)]
+    return tuple(Phase(*(tuple(c[i] for c in combo) for i in range(4))) for combo in product(*per_dim))
 
 
 def phase_weight(spec: ConvSpec, weight: np.ndarray, phase: Phase) -> np.ndarray:
@@ -60,6 +62,7 @@ def phase_weight(spec: ConvSpec, weight: np.ndarray, phase: Phase) -> np.ndarray
     return np.ascontiguousarray(w.reshape(spec.out_channels, cgi, *w.shape[3:]))
 
 
+@functools.lru_cache(maxsize=1024)
 def phase_spec(spec: ConvSpec, phase: Phase) -> ConvSpec:
     """The ordinary convolution one non-empty phase runs (stride 1, no padding: the caller offsets)."""
     return ConvSpec(spec.ndim, spec.in_channels, spec.out_channels, tuple(len(t) for t in phase.taps), 1, 0,
