@@ -52,7 +52,9 @@ def pack_simd(spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, block
     per_group = spec.out_channels // G
     padded = simd_block_channels(spec, block)
     w6 = as_3d_kernel(weight).reshape(G, per_group, spec.in_channels // G, *as_3d_kernel(weight).shape[2:])
-    packed = np.zeros((G, padded // block, *w6.shape[3:], w6.shape[2], block), weight.dtype)
+    shape = (G, padded // block, *w6.shape[3:], w6.shape[2], block)
+    # Zero-filled only where a last block has padding lanes (a fresh zeroed buffer is a pass of its own).
+    packed = np.zeros(shape, weight.dtype) if padded != per_group else np.empty(shape, weight.dtype)
     for ob in range(padded // block):  # one strided copy per block of output channels
         c0 = ob * block
         count = min(block, per_group - c0)
