@@ -7,7 +7,6 @@ NumPy (float32 or float64); weights are always in PyTorch order (C_out, C_in/gro
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -309,8 +308,7 @@ class PreparedConv:
             out_group = per_group
         # Flat arrays: one compiled specialisation per kernel, shared with the sub-pixel path's offset views.
         x_strides = element_strides(in5, read_last)
-        run = functools.partial(self.simd_kernel, w=self.packed, bias=self.bias, out_group=out_group,
-                                cgo=per_group, clamp=self.clamp[0], low=self.clamp[1], high=self.clamp[2])
+        flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
         pixels = math.prod(out3)
         if self.pointwise and not any(before) and not any(after) and pixels >= 2 * POINTWISE_ROW:
             # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of
@@ -318,16 +316,15 @@ class PreparedConv:
             # instead of one per output row, whose one-pixel blocks are latency-bound.
             rows, tail = divmod(pixels, POINTWISE_ROW)
             x_pixel, y_pixel = x_strides[4], y_strides[4]
-            flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
             for shape, start in (((n, 1, rows, POINTWISE_ROW), 0), ((n, 1, 1, tail), rows * POINTWISE_ROW)):
                 if shape[3]:
-                    run(x=flat_x[start * x_pixel:], xst=(*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
-                        out=flat_y[start * y_pixel:], ost=(*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
-                        shape=shape, sd=1, sh=1, sw=1, dd=1, dh=1, dw=1)
+                    self.simd_kernel(flat_x[start * x_pixel:], (*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
+                                     self.packed, self.bias,
+                                     flat_y[start * y_pixel:], (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
+                                     shape, out_group, per_group, 1, 1, 1, 1, 1, 1, *self.clamp)
         else:
-            (sd, sh, sw), (dd, dh, dw) = _pad3(spec.stride, 1), _pad3(spec.dilation, 1)
-            run(x=xin.reshape(-1), xst=x_strides, out=y.reshape(-1), ost=y_strides, shape=(n, *out3),
-                sd=sd, sh=sh, sw=sw, dd=dd, dh=dh, dw=dw)
+            self.simd_kernel(flat_x, x_strides, self.packed, self.bias, flat_y, y_strides, (n, *out3), out_group,
+                             per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), *self.clamp)
         return self._deliver(y, result, last) if self.shuffle_groups else result
 
     def _run_subpixel(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ def _wrap_like(result, original: Any):
     return result
 
 
-def _as_device(cuda, x: Any, name: str):
+def _as_device(cuda, x: Any):
     """A C-contiguous numba device array viewing (or, for strided or host data, copying) ``x``."""
     if is_device_array(x):
         if hasattr(x, "copy_to_host"):
@@ -95,7 +95,7 @@ class _DeviceInput:
             self.owner, self.pointer, self.shape = x, x.data_ptr(), tuple(x.shape)
             self.dtype = _TORCH_DTYPES.get(str(x.dtype).rsplit(".", 1)[-1], np.dtype("V1"))
             return
-        self._array = _as_device(cuda, x, "input")
+        self._array = _as_device(cuda, x)
         self.owner = x if is_device_array(x) else self._array
         self.pointer = None
         self.shape, self.dtype = tuple(self._array.shape), np.dtype(self._array.dtype)
@@ -108,7 +108,7 @@ class _DeviceInput:
 
     def address(self) -> int:
         if self.pointer is None:
-            self.pointer = self._array.__cuda_array_interface__["data"][0]
+            self.pointer = _address(self._array)
         return self.pointer
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype):
@@ -308,7 +308,7 @@ def channel_shuffle_cuda(x: Any, groups: int, layout: str | None = None):
     from .kernels.cuda import launch
     from .kernels.cuda.layout import channel_gather
     cuda = require_cuda()
-    xd = _as_device(cuda, x, "input")
+    xd = _as_device(cuda, x)
     last = channels_last(layout)
     shape = tuple(xd.shape)
     channels = shape[-1] if last else shape[1]

@@ -117,12 +117,12 @@ class Network:
                 act = sole_next(node.output, ACTIVATION_OPS)
                 # A summand that a convolution step just wrote and nothing else reads is overwritten with
                 # the sum, and the activation after the add clips it in place: one pass, no allocation.
-                reusable = tuple(i for i, name in enumerate(node.inputs)
-                                 if name in conv_outputs and len(consumers.get(name, [])) == 1 and name not in outputs)
+                target = next((i for i, name in enumerate(node.inputs)
+                               if name in conv_outputs and sole_next(name, ("add",)) is node), None)
                 if act is not None:
                     absorbed.add(act.name)
                 self.steps.append(Step(node.name, "add", node.inputs, (act or node).output,
-                                       _add_step(reusable, act.op if act else None, act.attrs if act else None),
+                                       _add_step(target, act.op if act else None, act.attrs if act else None),
                                        (act.name,) if act else (), flops + (node_cost(act).flops if act else 0)))
                 continue
             self.steps.append(Step(node.name, node.op, node.inputs, node.output, self._op_step(node, params),
@@ -229,9 +229,8 @@ class Network:
         return cls(graph, params if params is not None else random_params(graph, seed, dtype), dtype)
 
 
-def _add_step(reusable: tuple[int, ...], activation: str | None, attrs: dict | None):
-    """x + y, written over summand ``reusable[0]`` when there is one, then the fused activation in place."""
-    target = reusable[0] if reusable else None
+def _add_step(target: int | None, activation: str | None, attrs: dict | None):
+    """x + y, written over summand ``target`` (0 or 1) when there is one, then the fused activation in place."""
 
     def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         out = (x, y)[target] if target is not None and x.shape == y.shape else None

@@ -1,9 +1,9 @@
-"""Depthwise convolution (groups == in_channels, channel multiplier m), channels-last, pre-padded input.
+"""Depthwise convolution (groups == in_channels, channel multiplier m), channels-last and channels-first.
 
-No channel reduction: each output channel c*m + j reads input channel c only, so the inner loop runs
-contiguously over channels and the kernel is bound by memory traffic, not FMAs.
+No channel reduction: each output channel c*m + j reads input channel c only, so the kernels are bound
+by memory traffic, not FMAs.  Zero padding is never read: both kernels sum only the taps that land
+inside the input (``_valid_taps``).
 """
-import numpy as np
 from numba import njit, prange
 
 from ..index import ceil_div, split_row, start_with_bias
@@ -97,8 +97,7 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
         for oh in range(OH):
             row = (job * OH + oh) * OW
             top = oh * sh - ph
-            kh_lo = min(KH, max(0, ceil_div(-top, dh)))
-            kh_hi = max(kh_lo, min(KH, (H - 1 - top) // dh + 1)) if top <= H - 1 else kh_lo
+            kh_lo, kh_hi = _valid_taps(top, dh, KH, H)
             first_tap = co * KH * KW
             scalar_from = inner_lo
             if vector_hi - inner_lo >= lanes:
@@ -132,11 +131,10 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
 @njit(inline="always", fastmath=FASTMATH)
 def _column_sum(xs, ws, top_row, W, dh, kh_lo, kh_hi, first_tap, KW, left, dw, total):
     """``total`` plus one output column's taps, skipping those that fall in the zero padding."""
+    kw_lo, kw_hi = _valid_taps(left, dw, KW, W)
     for kh in range(kh_lo, kh_hi):
-        source = top_row + kh * dh * W
+        source = top_row + kh * dh * W + left
         tap = first_tap + kh * KW
-        for kw in range(KW):
-            iw = left + kw * dw
-            if 0 <= iw < W:
-                total += ws[tap + kw] * xs[source + iw]
+        for kw in range(kw_lo, kw_hi):
+            total += ws[tap + kw] * xs[source + kw * dw]
     return total

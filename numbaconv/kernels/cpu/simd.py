@@ -53,15 +53,26 @@ def _element_pointer(context, builder, array_type, array, index, index_type):
     return builder.gep(data, [offset])
 
 
+def _broadcast(builder, vector_type, scalar):
+    """A ``vector_type`` with every lane equal to ``scalar``."""
+    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
+    return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), mask)
+
+
+def _load(context, builder, sig, args, vector_type):
+    """An unaligned load of ``vector_type`` at array.flat[index] (args: array, index)."""
+    pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+    return builder.load(builder.bitcast(pointer, vector_type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+
+
 @intrinsic
 def vload(typingctx, array, index):
     """The vector at array.flat[index : index + lanes] (unaligned)."""
     vector = SimdVector(array.dtype)
 
     def codegen(context, builder, sig, args):
-        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        vector_type = context.get_value_type(sig.return_type)
-        return builder.load(builder.bitcast(pointer, vector_type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+        return _load(context, builder, sig, args, context.get_value_type(sig.return_type))
 
     return vector(array, index), codegen
 
@@ -72,10 +83,9 @@ def vload_even(typingctx, array, index):
     vector = SimdVector(array.dtype)
 
     def codegen(context, builder, sig, args):
-        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
         vector_type = context.get_value_type(sig.return_type)
         wide_type = ir.VectorType(vector_type.element, 2 * vector_type.count)
-        wide = builder.load(builder.bitcast(pointer, wide_type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+        wide = _load(context, builder, sig, args, wide_type)
         even = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), list(range(0, 2 * vector_type.count, 2)))
         return builder.shuffle_vector(wide, ir.Constant(wide_type, ir.Undefined), even)
 
@@ -102,11 +112,7 @@ def vsplat(typingctx, array, index):
 
     def codegen(context, builder, sig, args):
         pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        scalar = builder.load(pointer)
-        vector_type = context.get_value_type(sig.return_type)
-        one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
-        return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), mask)
+        return _broadcast(builder, context.get_value_type(sig.return_type), builder.load(pointer))
 
     return vector(array, index), codegen
 
@@ -181,14 +187,9 @@ def vclamp(typingctx, vector, low, high):
 
     def codegen(context, builder, sig, args):
         value, lo, hi = args
-        vector_type = value.type
-        element = vector_type.element
 
         def splat(scalar, scalar_type):
-            scalar = context.cast(builder, scalar, scalar_type, sig.args[0].dtype)
-            one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
-            return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), mask)
+            return _broadcast(builder, value.type, context.cast(builder, scalar, scalar_type, sig.args[0].dtype))
 
         lo_v, hi_v = splat(lo, sig.args[1]), splat(hi, sig.args[2])
         value = builder.select(builder.fcmp_ordered("<", value, lo_v), lo_v, value)

@@ -38,21 +38,15 @@ def _walk_source(kh: int, kw: int, sh: int, dh: int, rows: int, branchless: bool
             continue
         lines.append(f"ih = source_index(ih0 + {j}, h_, MODE)")
         if branchless:
-            lines.append("row_inside = ih >= 0 and ih < h_")
-            lines.append("row = plane + min(max(ih, 0), h_ - 1) * xs[3]")
-            for c in range(kw):
-                lines.append(f"v = x[row + col{c}]")
-                lines.append(f"v = v if row_inside and inside{c} else ZERO")
-                for r, k in uses:
-                    lines.append(f"acc{r} += w{k * kw + c} * v")
+            lines += ["row_inside = ih >= 0 and ih < h_", "row = plane + min(max(ih, 0), h_ - 1) * xs[3]"]
+            loads = [[f"v = x[row + col{c}]", f"v = v if row_inside and inside{c} else ZERO"] for c in range(kw)]
+            feed = ""
         else:
-            lines.append("if ih >= 0 and ih < h_:")
-            lines.append("    row = plane + ih * xs[3]")
-            for c in range(kw):
-                lines.append(f"    if inside{c}:")
-                lines.append(f"        v = x[row + col{c}]")
-                for r, k in uses:
-                    lines.append(f"        acc{r} += w{k * kw + c} * v")
+            lines += ["if ih >= 0 and ih < h_:", "    row = plane + ih * xs[3]"]
+            loads = [[f"    if inside{c}:", f"        v = x[row + col{c}]"] for c in range(kw)]
+            feed = "        "
+        for c in range(kw):
+            lines += loads[c] + [f"{feed}acc{r} += w{k * kw + c} * v" for r, k in uses]
     return lines
 
 

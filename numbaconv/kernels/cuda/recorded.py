@@ -60,9 +60,9 @@ class RecordedLaunch:
             values = list(marshalled)
             for slot, pointer in zip(slots, pointers()):
                 values[slot] = pointer
-            core_stream = self.streams.get(id(stream)) if stream != 0 else self.streams.get(0)
+            core_stream = self.streams.get(stream)  # numba streams hash by identity; 0 is the default stream
             if core_stream is None:
-                core_stream = self.streams.setdefault(0 if stream == 0 else id(stream), to_core_stream(stream))
+                core_stream = self.streams[stream] = to_core_stream(stream)
             launch(core_stream, config, cukernel, *values)
             return
         args = list(self.args)
