@@ -15,7 +15,7 @@ import numpy as np
 from . import dispatch, packing, subpixel
 from .kernels.cpu import layout as cpu_layout
 from .kernels.cpu import simd_direct
-from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise_channels_first
+from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise3x3, conv_depthwise_channels_first
 from .kernels.cpu.direct import conv_direct, conv_small_groups
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
@@ -85,10 +85,11 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 
 
 # ---- prepared convolution ----------------------------------------------------------------------------
+_PLANS_KEPT = 64  # input shapes whose bound spec and kernel arguments a PreparedConv remembers
 POINTWISE_ROW = 96  # pixels per job of a pointwise convolution: a multiple of every SIMD block's pixel count
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
-_CLAMPING_KERNELS = ("simd", "small_groups", "subpixel")  # families whose epilogue applies a relu/relu6 clamp
+_CLAMPING_KERNELS = ("simd", "small_groups", "subpixel", "depthwise")  # families whose epilogue applies a relu/relu6 clamp
 
 
 def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
@@ -170,6 +171,9 @@ class PreparedConv:
             self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
                            else packing.pack_grouped(spec, weight))
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
+        # The channels-last 3x3 kernel unrolls its taps and needs at least one vector of channels.
+        self.depthwise3x3 = (self.kernel == "depthwise" and spec.ndim == 2 and spec.kernel_size == (3, 3)
+                             and spec.out_channels == spec.in_channels and spec.in_channels >= lanes)
         # Depthwise is memory-bound: on channels-first 1D/2D input with zero padding it runs in place,
         # since a layout round trip would cost more than the convolution.
         self.channels_first_depthwise = (self.kernel == "depthwise" and spec.ndim <= 2 and spec.padding_mode == "zeros"
@@ -186,9 +190,20 @@ class PreparedConv:
         self.host_bias = bias
         self.kernel_channels = padded_channels
         self.writes_result_directly = padded_channels == spec.out_channels and not shuffle_groups
+        self._bound: dict = {}       # channels-first input shape -> BoundConv
+        self._simd_plans: dict = {}  # (input shape, channels_last) -> _simd_plan's answer
 
     def __repr__(self) -> str:
         return f"PreparedConv({self.spec}, kernel={self.kernel!r}, dtype={self.dtype})"
+
+    def _bind(self, shape: tuple[int, ...]):
+        """spec.bind(shape), remembered per channels-first input shape."""
+        bound = self._bound.get(shape)
+        if bound is None:
+            if len(self._bound) >= _PLANS_KEPT:
+                self._bound.clear()
+            bound = self._bound[shape] = self.spec.bind(shape)
+        return bound
 
     def output_shape(self, input_shape: tuple[int, ...], layout: str | None = None) -> tuple[int, ...]:
         last = channels_last(layout)
@@ -200,9 +215,9 @@ class PreparedConv:
         on_gpu = dispatch.is_device_array(x)
         flops = host_bytes = 0.0
         if device == "auto" and not on_gpu:
-            shape = np.shape(x)
-            host_bytes = 2.0 * np.prod(shape) * self.dtype.itemsize  # the input there, about as much back
-            flops = 2.0 * np.prod(shape) * self.spec.out_channels * np.prod(self.spec.kernel_size) / self.spec.groups
+            size = math.prod(np.shape(x))
+            host_bytes = 2.0 * size * self.dtype.itemsize  # the input there, about as much back
+            flops = 2.0 * size * self.spec.out_channels * math.prod(self.spec.kernel_size) / self.spec.groups
         backend, _ = dispatch.choose_backend(device, on_gpu, flops, host_bytes,
                                              _real_gpu_usable() if flops > 1e8 else False)
         if backend == "cuda":
@@ -231,7 +246,7 @@ class PreparedConv:
     # The CPU path: one channels-last padded copy in, the kernel, one copy to the caller's layout out.
     def _run(self, x: np.ndarray, last: bool, out: np.ndarray | None) -> np.ndarray:
         spec = self.spec
-        bound = spec.bind(_channels_first_shape(x.shape, last))
+        bound = self._bind(_channels_first_shape(x.shape, last))
         n, c_out, out_spatial = bound.batch, spec.out_channels, bound.out_spatial
         result_shape = (n, *out_spatial, c_out) if last else (n, c_out, *out_spatial)
         if out is not None:
@@ -243,7 +258,7 @@ class PreparedConv:
             x4 = np.ascontiguousarray(x).reshape(x.shape[:2] + (1,) * (4 - x.ndim) + x.shape[2:])
             conv_depthwise_channels_first(x4, self.planar_weight, self.bias, result.reshape(
                 result.shape[:2] + (1,) * (4 - result.ndim) + result.shape[2:]), *_pad2(spec.stride, 1),
-                *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1))
+                *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1), *self.clamp)
             return result
         if self.kernel == "simd":
             return self._run_simd(x, last, bound, result)
@@ -262,7 +277,11 @@ class PreparedConv:
         d = _pad3(spec.dilation, 1)
         if self.kernel == "depthwise":
             skipped = _pad3(bound.pad_before, 0) if skips_padding else (0, 0, 0)
-            conv_depthwise(xin, self.packed, self.bias, y, *s, *skipped, *d)
+            if self.depthwise3x3:
+                conv_depthwise3x3(xin.reshape(xin.shape[0], *xin.shape[2:]), self.packed[0], self.bias,
+                                  y.reshape(y.shape[0], *y.shape[2:]), *s[1:], *skipped[1:], *d[1:], *self.clamp)
+            else:
+                conv_depthwise(xin, self.packed, self.bias, y, *s, *skipped, *d, *self.clamp)
         elif self.kernel == "small_groups":
             conv_small_groups(xin, self.packed, self.bias, y, *s, *d, *self.clamp)
         elif self.kernel == "transposed":
@@ -283,49 +302,66 @@ class PreparedConv:
     def _run_simd(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:
         """The SIMD kernel reads either layout through strides and stores straight into the result; only a
         folded channel shuffle goes through a channels-last scratch buffer and a gather copy."""
+        read_last, before, after, calls = self._simd_plan(x.shape, last, bound)
+        if read_last:
+            xin = self._channels_last_padded(x, last, before, after)
+        else:
+            xin = _pad_channels_first(_to_5d_channels_first(x), before, after,
+                                      PADDING_MODE_CODES[self.spec.padding_mode])
+        y = np.empty((bound.batch, *_pad3(bound.out_spatial, 1), self.kernel_channels), self.dtype) \
+            if self.shuffle_groups else result
+        flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
+        for x_start, x_strides, y_start, y_strides, shape, steps in calls:
+            self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:], y_strides, shape,
+                             *steps, *self.clamp)
+        return self._deliver(y, result, last) if self.shuffle_groups else result
+
+    def _simd_plan(self, shape: tuple[int, ...], last: bool, bound) -> tuple:
+        """(read_last, pad before, pad after, kernel calls) for one input shape and layout, worked out once:
+        a network calls each layer with the same shape every time, and this arithmetic cost more than a
+        small layer's kernel.  Each call is (x offset, x strides, y offset, y strides, rows, steps)."""
+        key = (shape, last)
+        plan = self._simd_plans.get(key)
+        if plan is not None:
+            return plan
         spec = self.spec
         before, after = _pad3(bound.pad_before, 0), _pad3(bound.pad_after, 0)
         # With several taps, NCHW input is first copied channels-last (one padded pass): channel-
         # strided reads made the kernel 1.3-1.4x slower than that copy costs.  A 1x1 kernel uses each
         # input value once, so there the strided reads win.  The output goes straight to the caller's layout.
         read_last = last or math.prod(spec.kernel_size) > 1
-        if read_last:
-            xin = self._channels_last_padded(x, last, before, after)
-            in5 = (xin.shape[0], xin.shape[4], *xin.shape[1:4])
-        else:
-            xin = _pad_channels_first(_to_5d_channels_first(x), before, after,
-                                      PADDING_MODE_CODES[spec.padding_mode])
-            in5 = xin.shape
         n, out3 = bound.batch, _pad3(bound.out_spatial, 1)
+        padded3 = tuple(v + b + a for v, b, a in zip(_pad3(bound.in_spatial, 1), before, after))
+        x_strides = element_strides((n, spec.in_channels, *padded3), read_last)
         per_group = spec.out_channels // spec.groups
         if self.shuffle_groups:
-            y = np.empty((n, *out3, self.kernel_channels), self.dtype)
             y_strides = element_strides((n, self.kernel_channels, *out3), True)
             out_group = self.kernel_channels // spec.groups
         else:
-            y = result
             y_strides = element_strides((n, spec.out_channels, *out3), last)
             out_group = per_group
-        # Flat arrays: one compiled specialisation per kernel, shared with the sub-pixel path's offset views.
-        x_strides = element_strides(in5, read_last)
-        flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
         pixels = math.prod(out3)
-        if self.pointwise and not any(before) and not any(after) and pixels >= 2 * POINTWISE_ROW:
+        if self.pointwise and not any(before) and not any(after) and pixels > out3[2]:
             # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of
-            # POINTWISE_ROW (a multiple of every block's pixel count) leaves one short tail per image
-            # instead of one per output row, whose one-pixel blocks are latency-bound.
-            rows, tail = divmod(pixels, POINTWISE_ROW)
+            # POINTWISE_ROW (a multiple of every block's pixel count), the last row taking the remainder,
+            # leaves one tail per image instead of one per output row (a 7x7 map's rows of 7 pixels are
+            # one block and one latency-bound single pixel each).
+            rows = max(1, pixels // POINTWISE_ROW)
+            final = pixels - (rows - 1) * POINTWISE_ROW
             x_pixel, y_pixel = x_strides[4], y_strides[4]
-            for shape, start in (((n, 1, rows, POINTWISE_ROW), 0), ((n, 1, 1, tail), rows * POINTWISE_ROW)):
-                if shape[3]:
-                    self.simd_kernel(flat_x[start * x_pixel:], (*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
-                                     self.packed, self.bias,
-                                     flat_y[start * y_pixel:], (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
-                                     shape, out_group, per_group, 1, 1, 1, 1, 1, 1, *self.clamp)
+            calls = tuple((start * x_pixel, (*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
+                           start * y_pixel, (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
+                           rows_shape, (out_group, per_group, 1, 1, 1, 1, 1, 1))
+                          for rows_shape, start in (((n, 1, rows - 1, POINTWISE_ROW), 0),
+                                                    ((n, 1, 1, final), (rows - 1) * POINTWISE_ROW))
+                          if rows_shape[2])
         else:
-            self.simd_kernel(flat_x, x_strides, self.packed, self.bias, flat_y, y_strides, (n, *out3), out_group,
-                             per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), *self.clamp)
-        return self._deliver(y, result, last) if self.shuffle_groups else result
+            calls = ((0, x_strides, 0, y_strides, (n, *out3),
+                      (out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1))),)
+        if len(self._simd_plans) >= _PLANS_KEPT:
+            self._simd_plans.clear()
+        plan = self._simd_plans[key] = (read_last, before, after, calls)
+        return plan
 
     def _run_subpixel(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:
         """A transposed convolution as one SIMD convolution per output phase (numbaconv/subpixel.py), all

@@ -156,6 +156,36 @@ def test_channels_last_depthwise_skips_zero_padding(nd, size, multiplier, k, str
                  ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, 6, mode), k ** nd)
 
 
+@pytest.mark.parametrize("channels,size,stride,padding,dilation,mode,activation", [
+    (8, (9, 13), 1, 1, 1, "zeros", None),           # one vector of channels
+    (20, (12, 11), 2, 1, 1, "zeros", "relu6"),      # a ragged channel count (last vector overlaps)
+    (37, (7, 6), 1, "same", 2, "zeros", "relu"),    # dilation: wide edges
+    (16, (2, 3), 1, 1, 1, "zeros", None),           # no interior pixel at all
+    (9, (10, 9), 3, 2, 1, "zeros", "relu6"),        # stride larger than the kernel
+    (24, (8, 8), (1, 2), 0, 1, "zeros", None),      # no padding: every pixel interior
+    (13, (6, 9), 1, 1, 1, "circular", None),        # other modes: padded copy, then no skipped padding
+])
+def test_channels_last_depthwise3x3_matches_reference(channels, size, stride, padding, dilation, mode, activation,
+                                                      rng):
+    from numbaconv.kernels.cpu.simd import VECTOR_BYTES
+    x = (rng.standard_normal((2, channels, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((channels, 1, 3, 3)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(channels) + 0.1).astype(np.float32)
+    spec = nc.ConvSpec(2, channels, channels, 3, stride, padding, dilation, channels, bias=True, padding_mode=mode)
+    prepared = nc.prepare(spec, w, b, activation=activation)
+    assert prepared.depthwise3x3 == (channels >= VECTOR_BYTES // 4)
+    bound = spec.bind(x.shape)
+    pads = list(zip(bound.pad_before, bound.pad_after))
+    expected = ref.conv(x, w, b, spec.stride, pads, spec.dilation, channels, mode)
+    magnitude = ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, channels, mode)
+    if activation:
+        expected = np.clip(expected, 0, 6 if activation == "relu6" else np.inf)
+    strided = np.moveaxis(np.repeat(x, 2, axis=0)[::2], 1, -1)  # channels-last and not contiguous
+    for batch in (strided, strided[:1]):
+        y = np.moveaxis(prepared(batch, layout="NHWC"), -1, 1)
+        assert_close(expected[:len(batch)], y, magnitude[:len(batch)], 9)
+
+
 @pytest.mark.parametrize("shape", [(1, 5, 1, 1, 601), (2, 3, 1, 3, 257), (3, 4, 2, 2, 300), (1, 2, 1, 9, 7)])
 def test_layout_copies_split_long_rows(shape, rng):
     """Few, long rows are split into tiles (1D signals); many rows are copied whole: both exact."""

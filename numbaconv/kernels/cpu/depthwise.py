@@ -1,14 +1,15 @@
 """Depthwise convolution (groups == in_channels, channel multiplier m), channels-last and channels-first.
 
 No channel reduction: each output channel c*m + j reads input channel c only, so the kernels are bound
-by memory traffic, not FMAs.  Zero padding is never read: both kernels sum only the taps that land
-inside the input (``_valid_taps``).
+by memory traffic, not FMAs.  Zero padding is never read: the kernels sum only the taps that land
+inside the input (``_valid_taps``).  Each takes ``clamp, low, high``: when ``clamp`` is set the output is
+clipped to [low, high] before it is stored (a fused relu/relu6; NaN passes through, as in np.clip).
 """
 from numba import njit, prange
 
 from ..index import ceil_div, split_row, start_with_bias
 from .direct import FASTMATH
-from .simd import vfma, vlanes, vload, vload_even, vsplat, vstore, vzeros
+from .simd import vclamp, vfma, vlanes, vload, vload_even, vsplat, vstore, vzeros
 
 
 @njit(inline="always")
@@ -20,8 +21,19 @@ def _valid_taps(start, dilation, taps, length):
     return lo, max(lo, min(taps, (length - 1 - start) // dilation + 1))
 
 
+@njit(inline="always")
+def _clipped(value, clamp, low, high):
+    """value clipped to [low, high] when ``clamp`` (NaN passes through)."""
+    if clamp:
+        if value < low:
+            return low
+        if value > high:
+            return high
+    return value
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv_depthwise(x, w, bias, out, sd, sh, sw, pd, ph, pw, dd, dh, dw):
+def conv_depthwise(x, w, bias, out, sd, sh, sw, pd, ph, pw, dd, dh, dw, clamp, low, high):
     """out[..., c*m + j] = sum_k x[..., c] * w[k, c*m + j] + bias, with zero padding (pd, ph, pw) in front.
 
     x    (N, D, H, W, C)        channels-last input: unpadded (zero padding is skipped tap by tap, so
@@ -58,10 +70,116 @@ def conv_depthwise(x, w, bias, out, sd, sh, sw, pd, ph, pw, dd, dh, dw):
                                 xv = xr[c]
                                 for j in range(m):
                                     o[c * m + j] += xv * wk[c * m + j]
+            if clamp:
+                for c in range(O):
+                    o[c] = _clipped(o[c], True, low, high)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
+def conv_depthwise3x3(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp, low, high):
+    """Depthwise 3x3 with channel multiplier 1 on channels-last 2D data, zero padding (pw, ph) skipped.
+
+    x    (N, H, W, C)    unpadded, C >= the vector width
+    w    (3, 3, C)       packed weights (numbaconv.packing.pack_depthwise without its depth axis)
+    bias (C,) or (0,)
+    out  (N, OH, OW, C)
+    Each prange iteration owns one output row.  Interior pixels (all nine taps inside the input) are
+    computed two at a time, one channel vector after another: the nine taps are unrolled, so a vector's
+    sum is nine FMAs on loads from contiguous channel runs, and the two pixels share the weight loads.
+    Consecutive channel vectors are independent, which lets the core overlap their FMA chains (a loop
+    over taps per pixel, or per-tap updates of an output row in memory, ran 2-4x slower).  Rows that
+    touch the vertical padding and the edge columns take the tap-checked path.  The channel count need
+    not be a multiple of the vector width: the last vector overlaps the one before it.
+    """
+    N, H, W, C = x.shape
+    _, OH, OW, _ = out.shape
+    lanes = vlanes(out)
+    has_bias = bias.shape[0] > 0
+    xs = x.reshape(-1)
+    ws = w.reshape(-1)
+    os = out.reshape(-1)
+    inner_lo = min(OW, max(0, ceil_div(pw, sw)))
+    inner_hi = max(inner_lo, min(OW, (W - 1 - 2 * dw + pw) // sw + 1)) if 2 * dw - pw <= W - 1 else inner_lo
+    pixel_step = sw * C  # input elements between horizontally adjacent output pixels
+    tap1, tap2 = dw * C, 2 * dw * C
+    for row in prange(N * OH):
+        n = row // OH
+        top = row % OH * sh - ph
+        kh_lo, kh_hi = _valid_taps(top, dh, 3, H)
+        out_row = row * OW * C
+        full_height = kh_lo == 0 and kh_hi == 3
+        for ow in range(OW):
+            if full_height and inner_lo <= ow < inner_hi:
+                continue
+            _checked_pixel(xs, ws, bias, os, out_row + ow * C, (n * H + top) * W, ow * sw - pw, kh_lo, kh_hi,
+                           W, C, dh, dw, clamp, low, high)
+        if not full_height:
+            continue
+        r0 = ((n * H + top) * W + inner_lo * sw - pw) * C
+        r1 = r0 + dh * W * C
+        r2 = r1 + dh * W * C
+        at = out_row + inner_lo * C
+        ow = inner_lo
+        while ow < inner_hi:
+            pair = ow + 1 < inner_hi
+            c = 0
+            while True:
+                c = min(c, C - lanes)
+                w00, w01, w02 = vload(ws, c), vload(ws, c + C), vload(ws, c + 2 * C)
+                w10, w11, w12 = vload(ws, c + 3 * C), vload(ws, c + 4 * C), vload(ws, c + 5 * C)
+                w20, w21, w22 = vload(ws, c + 6 * C), vload(ws, c + 7 * C), vload(ws, c + 8 * C)
+                start = vload(bias, c) if has_bias else vzeros(os)
+                for pixel in range(2 if pair else 1):
+                    a0 = r0 + c + pixel * pixel_step
+                    a1 = r1 + c + pixel * pixel_step
+                    a2 = r2 + c + pixel * pixel_step
+                    acc = vfma(vload(xs, a0), w00, start)
+                    acc = vfma(vload(xs, a0 + tap1), w01, acc)
+                    acc = vfma(vload(xs, a0 + tap2), w02, acc)
+                    acc = vfma(vload(xs, a1), w10, acc)
+                    acc = vfma(vload(xs, a1 + tap1), w11, acc)
+                    acc = vfma(vload(xs, a1 + tap2), w12, acc)
+                    acc = vfma(vload(xs, a2), w20, acc)
+                    acc = vfma(vload(xs, a2 + tap1), w21, acc)
+                    acc = vfma(vload(xs, a2 + tap2), w22, acc)
+                    if clamp:
+                        acc = vclamp(acc, low, high)
+                    vstore(os, at + pixel * C + c, acc)
+                if c == C - lanes:
+                    break
+                c += lanes
+            step = 2 if pair else 1
+            r0 += step * pixel_step
+            r1 += step * pixel_step
+            r2 += step * pixel_step
+            at += step * C
+            ow += step
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _checked_pixel(xs, ws, bias, os, at, row_start, left, kh_lo, kh_hi, W, C, dh, dw, clamp, low, high):
+    """One output pixel of conv_depthwise3x3 over its in-bounds taps; ``row_start`` is the pixel index of
+    the first (unclipped) input row's column 0."""
+    lanes = vlanes(os)
+    kw_lo, kw_hi = _valid_taps(left, dw, 3, W)
+    c = 0
+    while True:
+        c = min(c, C - lanes)
+        acc = vload(bias, c) if bias.shape[0] > 0 else vzeros(os)
+        for kh in range(kh_lo, kh_hi):
+            source = (row_start + kh * dh * W + left) * C + c
+            for kw in range(kw_lo, kw_hi):
+                acc = vfma(vload(xs, source + kw * dw * C), vload(ws, (kh * 3 + kw) * C + c), acc)
+        if clamp:
+            acc = vclamp(acc, low, high)
+        vstore(os, at + c, acc)
+        if c == C - lanes:
+            break
+        c += lanes
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp, low, high):
     """Depthwise 2D convolution on channels-first data with zero padding, no copy of the input.
 
     x (N, C, H, W) and out (N, C*m, OH, OW) C-contiguous; w (C*m, KH, KW); bias (C*m,) or (0,).
@@ -103,7 +221,7 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
             if vector_hi - inner_lo >= lanes:
                 for ow in range(inner_lo):
                     os[row + ow] = _column_sum(xs, ws, plane + top * W, W, dh, kh_lo, kh_hi, first_tap, KW,
-                                               ow * sw - pw, dw, b)
+                                               ow * sw - pw, dw, b, clamp, low, high)
                 start = inner_lo
                 while True:  # the last vector overlaps the one before rather than leaving a scalar tail
                     start = min(start, vector_hi - lanes)
@@ -116,6 +234,8 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
                                 acc = vfma(vsplat(ws, tap + kw), vload(xs, source + kw * dw), acc)
                             else:
                                 acc = vfma(vsplat(ws, tap + kw), vload_even(xs, source + kw * dw), acc)
+                    if clamp:
+                        acc = vclamp(acc, low, high)
                     vstore(os, row + start, acc)
                     if start == vector_hi - lanes:
                         break
@@ -125,16 +245,17 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw):
                 scalar_from = 0
             for ow in range(scalar_from, OW):
                 os[row + ow] = _column_sum(xs, ws, plane + top * W, W, dh, kh_lo, kh_hi, first_tap, KW,
-                                           ow * sw - pw, dw, b)
+                                           ow * sw - pw, dw, b, clamp, low, high)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _column_sum(xs, ws, top_row, W, dh, kh_lo, kh_hi, first_tap, KW, left, dw, total):
-    """``total`` plus one output column's taps, skipping those that fall in the zero padding."""
+def _column_sum(xs, ws, top_row, W, dh, kh_lo, kh_hi, first_tap, KW, left, dw, total, clamp, low, high):
+    """``total`` plus one output column's taps, skipping those that fall in the zero padding (clipped
+    when ``clamp``)."""
     kw_lo, kw_hi = _valid_taps(left, dw, KW, W)
     for kh in range(kh_lo, kh_hi):
         source = top_row + kh * dh * W + left
         tap = first_tap + kh * KW
         for kw in range(kw_lo, kw_hi):
             total += ws[tap + kw] * xs[source + kw * dw]
-    return total
+    return _clipped(total, clamp, low, high)

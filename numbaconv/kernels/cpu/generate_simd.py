@@ -91,9 +91,15 @@ def kernel_source(pixels: int, vectors: int) -> str:
     emit("        row_taps = 1 if merge else KW")
     emit("        row_channels = KW * CGI if merge else CGI")
     emit("        ow0 = 0")
-    for count, head in ((pixels, f"while ow0 + {pixels} <= OW:"), (1, "while ow0 < OW:  # the last pixels")):
+    # Full blocks while two or more pixels remain, the last one overlapping the block before it (its
+    # pixels are stored twice with the same values): a row's tail would otherwise run as one-pixel blocks,
+    # whose V dependent FMA chains leave the FMA units idle.  Only a row shorter than a block, or a
+    # single leftover pixel, takes the one-pixel loop.
+    for count, head in ((pixels, f"while ow0 + 1 < OW and OW >= {pixels}:"), (1, "while ow0 < OW:  # the last pixel")):
         emit(f"        {head}")
         pad = " " * 12
+        if count > 1:
+            emit(f"{pad}ow0 = min(ow0, OW - {pixels})")
         for p in range(count):
             for v in range(vectors):
                 emit(f"{pad}a{p}_{v} = vload(bias, bias0 + {v} * lanes) if has_bias else vzeros(w)")

@@ -86,7 +86,8 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 6 <= OW:
+        while ow0 + 1 < OW and OW >= 6:
+            ow0 = min(ow0, OW - 6)
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
             a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -195,7 +196,7 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 scatter_pixels6(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, count0)
                 scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
             ow0 += 6
-        while ow0 < OW:  # the last pixels
+        while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
             if True:
@@ -253,7 +254,8 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 12 <= OW:
+        while ow0 + 1 < OW and OW >= 12:
+            ow0 = min(ow0, OW - 12)
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -383,7 +385,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
             else:
                 scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
             ow0 += 12
-        while ow0 < OW:  # the last pixels
+        while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             if True:
                 for kd in range(KD):
@@ -438,7 +440,8 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 6 <= OW:
+        while ow0 + 1 < OW and OW >= 6:
+            ow0 = min(ow0, OW - 6)
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
             a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
@@ -613,7 +616,7 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
                 scatter_pixels6(os, out_row + ow0 * ow_ + 2 * lanes * oc, ow_, oc, a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, count2)
                 scatter_pixels6(os, out_row + ow0 * ow_ + 3 * lanes * oc, ow_, oc, a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, count3)
             ow0 += 6
-        while ow0 < OW:  # the last pixels
+        while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
             a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
@@ -684,7 +687,8 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 12 <= OW:
+        while ow0 + 1 < OW and OW >= 12:
+            ow0 = min(ow0, OW - 12)
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
             a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -877,7 +881,7 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
                 scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
                 scatter_pixels12(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1, a8_1, a9_1, a10_1, a11_1, count1)
             ow0 += 12
-        while ow0 < OW:  # the last pixels
+        while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
             a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
             if True:
