@@ -190,6 +190,9 @@ class PreparedConv:
         self.host_bias = bias
         self.kernel_channels = padded_channels
         self.writes_result_directly = padded_channels == spec.out_channels and not shuffle_groups
+        # A shuffle over the convolution's own groups is a stride pattern the SIMD kernel stores through
+        # (no scratch buffer, no gather pass); other shuffles go through a scratch buffer and a gather.
+        self.shuffle_in_strides = self.kernel == "simd" and shuffle_groups == spec.groups > 1
         self._bound: dict = {}       # channels-first input shape -> BoundConv
         self._simd_plans: dict = {}  # (input shape, channels_last) -> _simd_plan's answer
 
@@ -308,13 +311,14 @@ class PreparedConv:
         else:
             xin = _pad_channels_first(_to_5d_channels_first(x), before, after,
                                       PADDING_MODE_CODES[self.spec.padding_mode])
+        scratch = self.shuffle_groups and not self.shuffle_in_strides
         y = np.empty((bound.batch, *_pad3(bound.out_spatial, 1), self.kernel_channels), self.dtype) \
-            if self.shuffle_groups else result
+            if scratch else result
         flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
         for x_start, x_strides, y_start, y_strides, shape, steps in calls:
             self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:], y_strides, shape,
                              *steps, *self.clamp)
-        return self._deliver(y, result, last) if self.shuffle_groups else result
+        return self._deliver(y, result, last) if scratch else result
 
     def _simd_plan(self, shape: tuple[int, ...], last: bool, bound) -> tuple:
         """(read_last, pad before, pad after, kernel calls) for one input shape and layout, worked out once:
@@ -334,12 +338,17 @@ class PreparedConv:
         padded3 = tuple(v + b + a for v, b, a in zip(_pad3(bound.in_spatial, 1), before, after))
         x_strides = element_strides((n, spec.in_channels, *padded3), read_last)
         per_group = spec.out_channels // spec.groups
-        if self.shuffle_groups:
+        y_strides = element_strides((n, spec.out_channels, *out3), last)
+        if self.shuffle_in_strides:
+            # Channel k of group g lands at k * G + g after the shuffle: groups one channel apart, a group's
+            # channels G apart, so the kernel stores the shuffled result directly.
+            y_strides = (y_strides[0], spec.groups * y_strides[1], *y_strides[2:])
+            out_group = y_strides[1] // spec.groups
+        elif self.shuffle_groups:
             y_strides = element_strides((n, self.kernel_channels, *out3), True)
             out_group = self.kernel_channels // spec.groups
         else:
-            y_strides = element_strides((n, spec.out_channels, *out3), last)
-            out_group = per_group
+            out_group = per_group * y_strides[1]
         pixels = math.prod(out3)
         if self.pointwise and not any(before) and not any(after) and pixels > out3[2]:
             # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of
@@ -387,7 +396,8 @@ class PreparedConv:
             x_offset = sum((lo + b) * st for lo, b, st in zip(_pad3(low, 0), _pad3(before, 0), x_strides[2:]))
             y_offset = sum(f * st for f, st in zip(_pad3(phase.offset, 0), y_strides[2:]))
             kernel(flat_x[x_offset:], x_strides, packed, padded_bias, flat_y[y_offset:], phase_strides,
-                   (n, *_pad3(count, 1)), per_group, per_group, 1, 1, 1, *_pad3(phase.dilation, 1), *self.clamp)
+                   (n, *_pad3(count, 1)), per_group * y_strides[1], per_group, 1, 1, 1, *_pad3(phase.dilation, 1),
+                   *self.clamp)
         for phase, *_ in self.subpixel_phases:  # outputs no tap reaches: the bias alone
             if phase.empty:
                 self._fill_bias(result, last, phase.offset)

@@ -105,13 +105,17 @@ class Network:
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
                 act = sole_next(bn.output if bn else node.output, ACTIVATION_OPS)
-                fused = tuple(n.name for n in (bn, act) if n is not None)
+                # A channel shuffle after a fused relu/relu6 (or none) is stored by the kernel itself; after
+                # another activation it would run before that activation, which commutes with it anyway.
+                shuffle = sole_next((act or bn or node).output, ("shuffle",))
+                fused = tuple(n.name for n in (bn, act, shuffle) if n is not None)
                 absorbed.update(fused)
-                final = (act or bn or node).output
-                step = self._conv_step(node, params, bn and params.get(bn.name), act)
+                final = (shuffle or act or bn or node).output
+                step = self._conv_step(node, params, bn and params.get(bn.name), act,
+                                       shuffle.attrs["groups"] if shuffle else 0)
                 conv_outputs.add(final)
                 self.steps.append(Step(node.name, "conv", node.inputs, final, step, fused,
-                                       flops + sum(node_cost(n).flops for n in (bn, act) if n)))
+                                       flops + sum(node_cost(n).flops for n in (bn, act, shuffle) if n)))
                 continue
             if node.op == "add":
                 act = sole_next(node.output, ACTIVATION_OPS)
@@ -131,7 +135,7 @@ class Network:
         self.output_name = graph.output.name
 
     # ---- compilation --------------------------------------------------------------------------------------
-    def _conv_step(self, node: Node, params: dict, bn: dict | None, act: Node | None):
+    def _conv_step(self, node: Node, params: dict, bn: dict | None, act: Node | None, shuffle_groups: int = 0):
         from .api import prepare
         spec = node.attrs["spec"]
         p = params.get(node.name)
@@ -153,7 +157,7 @@ class Network:
         kind = act.op if act is not None else None
         fused = kind if kind in ("relu", "relu6", "hardswish") else None  # clip keeps its own bounds
         prepared = prepare(spec, weight.astype(self.dtype), None if bias is None else bias.astype(self.dtype),
-                           activation=fused)
+                           shuffle_groups=shuffle_groups, activation=fused)
         after = None if fused else kind
         attrs = act.attrs if act is not None else None
 
@@ -232,9 +236,17 @@ class Network:
 def _add_step(target: int | None, activation: str | None, attrs: dict | None):
     """x + y, written over summand ``target`` (0 or 1) when there is one, then the fused activation in place."""
 
+    from .api import _CLAMPS
+    from .kernels.cpu.elementwise import add_clamped
+    clamp = activation in _CLAMPS
+    low, high = _CLAMPS.get(activation, (0.0, 0.0))
+
     def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        out = (x, y)[target] if target is not None and x.shape == y.shape else None
-        return apply_activation(np.add(x, y, out=out), activation, attrs)
+        if x.shape != y.shape or x.dtype != y.dtype or not (x.flags.c_contiguous and y.flags.c_contiguous):
+            return apply_activation(np.add(x, y), activation, attrs)  # broadcasting or strided: NumPy
+        out = (x, y)[target] if target is not None else np.empty_like(x)
+        add_clamped(x.reshape(-1), y.reshape(-1), out.reshape(-1), clamp, low, high)
+        return out if clamp else apply_activation(out, activation, attrs)
 
     return run
 

@@ -136,6 +136,28 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
         np.testing.assert_allclose(y if layout is None else np.moveaxis(y, -1, 1), expected, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("groups,shuffle,per_group,k,size,dtype", [
+    (3, 3, 20, 1, (15, 14), np.float32),   # ShuffleNet's case: shuffle over the conv's groups, stored by stride
+    (3, 3, 16, 3, (9, 11), np.float64),    # whole blocks, 3x3 with padding, float64
+    (2, 4, 12, 1, (7, 9), np.float32),     # shuffle groups != conv groups: scratch buffer and gather
+    (1, 3, 24, 3, (6, 5), np.float32),     # ungrouped conv, then a shuffle
+])
+def test_shuffled_simd_conv_matches_reference(groups, shuffle, per_group, k, size, dtype, rng):
+    cin, cout = 4 * groups, per_group * groups
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(dtype)
+    w = (rng.standard_normal((cout, cin // groups, k, k)) + 0.1).astype(dtype)
+    b = (rng.standard_normal(cout) + 0.1).astype(dtype)
+    spec = nc.ConvSpec(2, cin, cout, k, padding=k // 2, groups=groups, bias=True)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation="relu6")
+    assert prepared.kernel == "simd" and prepared.shuffle_in_strides == (shuffle == groups)
+    pads = [(k // 2, k // 2)] * 2
+    expected = np.clip(ref.channel_shuffle(ref.conv(x, w, b, 1, pads, 1, groups), shuffle), 0, 6)
+    scale = ref.channel_shuffle(ref.conv(np.abs(x), np.abs(w), np.abs(b), 1, pads, 1, groups), shuffle)
+    for layout in (None, "NHWC"):
+        y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
+        assert_close(expected, y if layout is None else np.moveaxis(y, -1, 1), scale, cin // groups * k * k)
+
+
 @pytest.mark.parametrize("nd,size,multiplier,k,stride,padding,dilation,mode", [
     (2, (9, 13), 1, 3, 1, 1, 1, "zeros"), (2, (10, 7), 2, 4, 1, "same", 1, "zeros"),  # asymmetric 'same'
     (2, (11, 8), 1, 3, 4, 2, 1, "zeros"),   # stride larger than the kernel, padding beyond its reach

@@ -23,8 +23,10 @@ clipped to [low, high] before it is stored (ReLU: 0, inf; ReLU6: 0, 6).
     x     padded input, C-contiguous; xst its element strides of (n, c, d, h, w)
     w     (G, OB, KD, KH, KW, CGI, BLOCK)  packed by numbaconv.packing.pack_simd, BLOCK = V * lanes
     bias  (G * OB * BLOCK,) or (0,)        zero-padded like w
-    out   C-contiguous; ost its element strides of (n, c, d, h, w); out_group: channels per group in out
-          (C_out/G, or the padded OB*BLOCK of a scratch buffer); cgo = C_out/G, the real ones stored
+    out   C-contiguous; ost its element strides of (n, c, d, h, w) (c: between a group's consecutive
+          channels); out_group: elements from one group's first channel to the next group's (C_out/G * c
+          stride, or the padded OB*BLOCK of a scratch buffer, or with a folded channel shuffle one channel
+          while c strides over G channels); cgo = C_out/G, the real channels stored
     sizes: the output's (N, OD, OH, OW) come from the caller through ``shape``
 """
 from numba import njit, prange
@@ -81,7 +83,7 @@ def kernel_source(pixels: int, vectors: int) -> str:
     emit("        bias0 = (g * OB + ob) * BLOCK")
     emit("        w_block = (g * OB + ob) * KD * KH * KW * CGI * BLOCK")
     emit("        x_group = n * xn + g * CGI * xc")
-    emit("        out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc")
+    emit("        out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc")
     for v in range(vectors):
         emit(f"        count{v} = min(lanes, max(0, cgo - ob * BLOCK - {v} * lanes))  # real channels in vector {v}")
     emit("        contiguous = oc == 1 and " + " and ".join(f"count{v} == lanes" for v in range(vectors)))

@@ -6,8 +6,10 @@ clipped to [low, high] before it is stored (ReLU: 0, inf; ReLU6: 0, 6).
     x     padded input, C-contiguous; xst its element strides of (n, c, d, h, w)
     w     (G, OB, KD, KH, KW, CGI, BLOCK)  packed by numbaconv.packing.pack_simd, BLOCK = V * lanes
     bias  (G * OB * BLOCK,) or (0,)        zero-padded like w
-    out   C-contiguous; ost its element strides of (n, c, d, h, w); out_group: channels per group in out
-          (C_out/G, or the padded OB*BLOCK of a scratch buffer); cgo = C_out/G, the real ones stored
+    out   C-contiguous; ost its element strides of (n, c, d, h, w) (c: between a group's consecutive
+          channels); out_group: elements from one group's first channel to the next group's (C_out/G * c
+          stride, or the padded OB*BLOCK of a scratch buffer, or with a folded channel shuffle one channel
+          while c strides over G channels); cgo = C_out/G, the real channels stored
     sizes: the output's (N, OD, OH, OW) come from the caller through ``shape``
 """
 from numba import njit, prange
@@ -76,7 +78,7 @@ def conv_simd_p6v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         bias0 = (g * OB + ob) * BLOCK
         w_block = (g * OB + ob) * KD * KH * KW * CGI * BLOCK
         x_group = n * xn + g * CGI * xc
-        out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
+        out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
         contiguous = oc == 1 and count0 == lanes and count1 == lanes
@@ -245,7 +247,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         bias0 = (g * OB + ob) * BLOCK
         w_block = (g * OB + ob) * KD * KH * KW * CGI * BLOCK
         x_group = n * xn + g * CGI * xc
-        out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
+        out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         contiguous = oc == 1 and count0 == lanes
         # Channels-last, undilated, one group: the (kw, c_in) input segment of a row and its weights are
@@ -428,7 +430,7 @@ def conv_simd_p6v4(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw,
         bias0 = (g * OB + ob) * BLOCK
         w_block = (g * OB + ob) * KD * KH * KW * CGI * BLOCK
         x_group = n * xn + g * CGI * xc
-        out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
+        out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
         count2 = min(lanes, max(0, cgo - ob * BLOCK - 2 * lanes))  # real channels in vector 2
@@ -677,7 +679,7 @@ def conv_simd_p12v2(x, xst, w, bias, out, ost, shape, out_group, cgo, sd, sh, sw
         bias0 = (g * OB + ob) * BLOCK
         w_block = (g * OB + ob) * KD * KH * KW * CGI * BLOCK
         x_group = n * xn + g * CGI * xc
-        out_row = n * on + od * od_ + oh * oh_ + (g * out_group + ob * BLOCK) * oc
+        out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
         count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
         count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
         contiguous = oc == 1 and count0 == lanes and count1 == lanes
