@@ -136,6 +136,32 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
         np.testing.assert_allclose(y if layout is None else np.moveaxis(y, -1, 1), expected, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("size,k,stride,padding,dilation,multiplier,activation", [
+    ((9, 37), 3, 1, 1, 1, 1, None),        # the unrolled 3x3 path, several vectors and an overlapping last one
+    ((8, 41), 3, 2, 1, 1, 1, "relu6"),     # stride 2: even-lane loads
+    ((7, 30), 3, 1, "same", 2, 2, "relu"),  # dilation and a channel multiplier
+    ((6, 19), 3, 2, 0, 1, 1, None),        # no padding: every row interior
+    ((10, 33), 5, 1, 2, 1, 1, "relu6"),    # not 3x3: the tap loops
+])
+def test_channels_first_depthwise_matches_reference(size, k, stride, padding, dilation, multiplier, activation, rng):
+    channels = 5
+    x = (rng.standard_normal((3, channels, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((channels * multiplier, 1, k, k)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(channels * multiplier) + 0.1).astype(np.float32)
+    spec = nc.ConvSpec(2, channels, channels * multiplier, k, stride, padding, dilation, channels, bias=True)
+    prepared = nc.prepare(spec, w, b, activation=activation)
+    assert prepared.channels_first_depthwise
+    bound = spec.bind(x.shape)
+    pads = list(zip(bound.pad_before, bound.pad_after))
+    expected = ref.conv(x, w, b, spec.stride, pads, spec.dilation, channels)
+    magnitude = ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, channels)
+    if activation:
+        expected = np.clip(expected, 0, 6 if activation == "relu6" else np.inf)
+    for batch in (x[::2], x[:1]):  # a non-contiguous batch, and batch 1
+        assert_close(expected[:3:2] if len(batch) == 2 else expected[:1], prepared(batch),
+                     magnitude[:3:2] if len(batch) == 2 else magnitude[:1], k * k)
+
+
 @pytest.mark.parametrize("groups,shuffle,per_group,k,size,dtype", [
     (3, 3, 20, 1, (15, 14), np.float32),   # ShuffleNet's case: shuffle over the conv's groups, stored by stride
     (3, 3, 16, 3, (9, 11), np.float64),    # whole blocks, 3x3 with padding, float64
