@@ -192,16 +192,20 @@ def test_exported_catalogue_model_runs_the_same_in_onnxruntime(name, options, rn
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode,include_pad", [
     (3, 2, 1, False, True), (3, 2, 1, True, True), (2, 2, 0, True, False), (3, 1, 1, False, False),
     ((2, 3), (2, 1), ((0, 1), (1, 1)), True, True)])
-def test_pooling_matches_reference(op, kernel, stride, padding, ceil_mode, include_pad, rng):
+@pytest.mark.parametrize("channels", [5, 13])  # 13: vectors of channels, the last one overlapping
+def test_pooling_matches_reference(op, kernel, stride, padding, ceil_mode, include_pad, channels, rng):
     from numbaconv.graph import GraphBuilder
-    g = GraphBuilder("pool", (2, 5, 9, 8))
+    g = GraphBuilder("pool", (2, channels, 9, 8))
     if op == "maxpool":
         y = g.maxpool(g.input, kernel, stride, padding, ceil_mode)
     else:
         y = g.avgpool(g.input, kernel, stride, padding, ceil_mode, include_pad)
     graph = g.build(y)
     x = rng.standard_normal(graph.input.shape).astype(np.float32)
-    np.testing.assert_allclose(Network(graph, {})(x), ref.run_graph(graph, {}, x), rtol=1e-5, atol=1e-6)
+    x[1, -1, 4, 4] = np.nan  # propagates through max, as in PyTorch
+    y = Network(graph, {})(x)
+    np.testing.assert_allclose(y, ref.run_graph(graph, {}, x), rtol=1e-5, atol=1e-6)
+    assert np.isnan(y[1, -1]).any() and not np.isnan(y[0]).any()
 
 
 def test_network_keeps_freed_memory_for_reuse():

@@ -156,6 +156,33 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vmax(typingctx, a, b):
+    """Lane-wise max(a, b) where a NaN in either propagates (a NaN in ``a`` stays, one in ``b`` is taken)."""
+    if not isinstance(a, SimdVector) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x, y = args
+        take_y = builder.or_(builder.fcmp_ordered("<", x, y), builder.fcmp_unordered("uno", y, y))
+        return builder.select(take_y, y, x)
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vscale(typingctx, vector, scalar):
+    """Every lane of ``vector`` times the scalar ``scalar``."""
+    if not isinstance(vector, SimdVector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        factor = context.cast(builder, args[1], sig.args[1], sig.args[0].dtype)
+        return builder.fmul(args[0], _broadcast(builder, args[0].type, factor))
+
+    return vector(vector, scalar), codegen
+
+
+@intrinsic
 def vlanes(typingctx, array):
     """The number of lanes of a vector of ``array``'s dtype, as a compile-time constant."""
     lanes = SimdVector(array.dtype).lanes
