@@ -14,8 +14,9 @@ import numpy as np
 
 from . import dispatch, packing, subpixel
 from .kernels.cpu import layout as cpu_layout
-from .kernels.cpu import simd_direct
-from .kernels.cpu.depthwise import conv_depthwise, conv_depthwise3x3, conv_depthwise_channels_first
+from .kernels.cpu import simd_direct, simd_rows
+from .kernels.cpu.depthwise import (conv_depthwise, conv_depthwise3x3, conv_depthwise3x3_channels_first,
+                                    conv_depthwise_channels_first)
 from .kernels.cpu.direct import conv_direct, conv_small_groups
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
@@ -86,6 +87,9 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 
 # ---- prepared convolution ----------------------------------------------------------------------------
 _PLANS_KEPT = 64  # input shapes whose bound spec and kernel arguments a PreparedConv remembers
+# Channels-first input with at most this many channels (a network's first layer) runs on the
+# pixel-vectorized kernel: the channel-vectorized one's reduction over (kw, c_in) is then too short.
+ROWS_MAX_IN_CHANNELS = 4
 POINTWISE_ROW = 96  # pixels per job of a pointwise convolution: a multiple of every SIMD block's pixel count
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
@@ -142,6 +146,7 @@ class PreparedConv:
         padded_channels = spec.out_channels
         channel_position = np.arange(spec.out_channels, dtype=np.int64)
         # 1x1, stride 1: with no padding, each image's pixels are one flat GEMM dimension (see _run_simd).
+        self.rows_kernel = None
         self.pointwise = math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed
         if self.kernel == "simd":
             pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
@@ -159,8 +164,8 @@ class PreparedConv:
                     continue
                 sub = subpixel.phase_spec(spec, phase)
                 pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
-                packed, padded_bias = packing.pack_simd(sub, subpixel.phase_weight(spec, weight, phase), bias,
-                                                        vectors * lanes)
+                packed, padded_bias = packing.pack_simd(sub, None, bias, vectors * lanes,
+                                                        grouped=subpixel.phase_weight(spec, weight, phase))
                 self.subpixel_phases.append(
                     (phase, getattr(simd_direct, f"conv_simd_p{pixels}v{vectors}"), packed, padded_bias))
             self.packed = None
@@ -171,6 +176,12 @@ class PreparedConv:
             self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
                            else packing.pack_grouped(spec, weight))
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
+        if kernel is None and self.kernel in ("simd", "direct") and spec.groups == 1 and spec.ndim <= 2 \
+                and spec.in_channels <= ROWS_MAX_IN_CHANNELS and not shuffle_groups:
+            channels, vectors = dispatch.rows_block(VECTOR_REGISTERS)
+            self.rows_kernel = getattr(simd_rows, f"conv_rows_r{channels}v{vectors}")
+            self.rows_width = vectors * lanes  # output pixels per block: narrower outputs take the other kernel
+            self.rows_packed, self.rows_bias = packing.pack_rows(spec, weight, bias, channels)
         # The channels-last 3x3 kernel unrolls its taps and needs at least one vector of channels.
         self.depthwise3x3 = (self.kernel == "depthwise" and spec.ndim == 2 and spec.kernel_size == (3, 3)
                              and spec.out_channels == spec.in_channels and spec.in_channels >= lanes)
@@ -184,6 +195,8 @@ class PreparedConv:
         order = (cpu_layout.shuffle_sources(spec.out_channels, shuffle_groups) if shuffle_groups
                  else np.arange(spec.out_channels, dtype=np.int64))
         self.channel_source = np.ascontiguousarray(channel_position[order])
+        # The kernel's first C_out channels are the result's, in order (no shuffle, padding only after).
+        self.channels_in_order = bool((self.channel_source == np.arange(spec.out_channels)).all())
         # For the GPU kernels, which scatter: where each output channel of the convolution lands.
         self.channel_dest = np.argsort(order).astype(np.int64)
         self.host_weight = np.ascontiguousarray(weight)
@@ -259,10 +272,15 @@ class PreparedConv:
             return result
         if self.channels_first_depthwise and not last:
             x4 = np.ascontiguousarray(x).reshape(x.shape[:2] + (1,) * (4 - x.ndim) + x.shape[2:])
-            conv_depthwise_channels_first(x4, self.planar_weight, self.bias, result.reshape(
+            whole_rows = (spec.kernel_size == (3, 3) and spec.stride[1] <= 2
+                          and out_spatial[1] >= VECTOR_BYTES // self.dtype.itemsize)
+            kernel = conv_depthwise3x3_channels_first if whole_rows else conv_depthwise_channels_first
+            kernel(x4, self.planar_weight, self.bias, result.reshape(
                 result.shape[:2] + (1,) * (4 - result.ndim) + result.shape[2:]), *_pad2(spec.stride, 1),
                 *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1), *self.clamp)
             return result
+        if self.rows_kernel is not None and not last and out_spatial[-1] >= self.rows_width:
+            return self._run_rows(x, bound, result)
         if self.kernel == "simd":
             return self._run_simd(x, last, bound, result)
         if self.kernel == "subpixel":
@@ -298,8 +316,13 @@ class PreparedConv:
         ``channel_source`` (a folded shuffle, or skipping a kernel's padded channels)."""
         if last:
             cpu_layout.gather_channels_last(y, _to_5d_channels_last(result), self.channel_source)
+            return result
+        out5 = _to_5d_channels_first(result)
+        lanes = VECTOR_BYTES // y.dtype.itemsize
+        if self.channels_in_order and out5.shape[1] >= lanes and out5.shape[4] >= lanes and y.flags.c_contiguous:
+            cpu_layout.channels_last_to_first_blocks(y, out5)
         else:
-            cpu_layout.channels_last_to_first(y, _to_5d_channels_first(result), self.channel_source)
+            cpu_layout.channels_last_to_first(y, out5, self.channel_source)
         return result
 
     def _run_simd(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:
@@ -319,6 +342,21 @@ class PreparedConv:
             self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:], y_strides, shape,
                              *steps, *self.clamp)
         return self._deliver(y, result, last) if scratch else result
+
+    def _run_rows(self, x: np.ndarray, bound, result: np.ndarray) -> np.ndarray:
+        """Channels-first input with few channels: the pixel-vectorized kernel reads a padded copy whose
+        rows are split into the stride's column phases and stores straight into the NCHW result."""
+        spec = self.spec
+        (_, bh, bw), (_, ah, aw) = _pad3(bound.pad_before, 0), _pad3(bound.pad_after, 0)
+        (_, sh, sw), (_, dh, dw) = _pad3(spec.stride, 1), _pad3(spec.dilation, 1)
+        x4 = _to_5d_channels_first(x)[:, :, 0]
+        rows = cpu_layout.split_column_phases(x4, (bh, ah), (bw, aw), sw, PADDING_MODE_CODES[spec.padding_mode])
+        phase_width = rows.shape[3] // sw
+        taps = np.array([(k * dw) % sw * phase_width + (k * dw) // sw for k in range(spec.kernel_size[-1])],
+                        np.int64)
+        out4 = result.reshape(result.shape[0], result.shape[1], -1, result.shape[-1])
+        self.rows_kernel(rows, self.rows_packed, self.rows_bias, out4, taps, sh, dh, *self.clamp)
+        return result
 
     def _simd_plan(self, shape: tuple[int, ...], last: bool, bound) -> tuple:
         """(read_last, pad before, pad after, kernel calls) for one input shape and layout, worked out once:
@@ -428,7 +466,11 @@ class PreparedConv:
             return _pad_channels_last(plain, before, after, mode)
         shape = (x5.shape[0], *(v + b + a for v, b, a in zip(spatial, before, after)), x5.shape[1])
         out = np.zeros(shape, x.dtype) if padded else np.empty(shape, x.dtype)
-        cpu_layout.channels_first_to_last(x5, out, *before)
+        lanes = VECTOR_BYTES // x.dtype.itemsize
+        if x5.flags.c_contiguous and x5.shape[1] >= lanes and spatial[2] >= lanes:
+            cpu_layout.channels_first_to_last_blocks(x5, out, *before)
+        else:
+            cpu_layout.channels_first_to_last(x5, out, *before)
         return out
 
 

@@ -31,6 +31,15 @@ def simd_block(channels_per_group: int, lanes: int, registers: int) -> tuple[int
         if channels_per_group >= vectors * lanes:
             return shapes[vectors]
     return shapes[1]
+# (output channels, pixel vectors) of numbaconv.kernels.cpu.simd_rows, by vector registers of the ISA.
+ROWS_BLOCKS = {16: (4, 3), 32: (8, 3)}
+
+
+def rows_block(registers: int) -> tuple[int, int]:
+    """(output channels, pixel vectors) of the channels-first pixel-vectorized kernel for the ISA."""
+    return ROWS_BLOCKS[32 if registers >= 32 else 16]
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -51,15 +51,16 @@ def phases(spec: ConvSpec, pad_before: tuple[int, ...]) -> tuple[Phase, ...]:
 
 
 def phase_weight(spec: ConvSpec, weight: np.ndarray, phase: Phase) -> np.ndarray:
-    """The phase's ordinary-convolution weight (C_out, C_in/G, *len(taps)) from PyTorch's transposed
-    (C_in, C_out/G, *kernel)."""
+    """The phase's ordinary-convolution weight as a (G, C_out/G, C_in/G, KD', KH', KW') strided view of
+    PyTorch's transposed (C_in, C_out/G, *kernel): a phase's taps step evenly down the kernel (they are
+    the k = c mod s/gcd(s, d), largest first), so each is a slice with a negative step, not a copy."""
     g = spec.groups
     cgi, cgo = spec.in_channels // g, spec.out_channels // g
-    w = weight
-    for axis, taps in enumerate(phase.taps):
-        w = np.take(w, taps, axis=2 + axis)
-    w = w.reshape(g, cgi, cgo, *w.shape[2:]).swapaxes(1, 2)  # (G, CGO, CGI, *k')
-    return np.ascontiguousarray(w.reshape(spec.out_channels, cgi, *w.shape[3:]))
+    taps = tuple(slice(t[0], (t[-1] - 1) if t[-1] > 0 else None, (t[1] - t[0]) if len(t) > 1 else -1)
+                 for t in phase.taps)
+    w = weight.reshape(g, cgi, cgo, *weight.shape[2:])[(slice(None),) * 3 + taps]
+    w = w.swapaxes(1, 2)  # (G, CGO, CGI, *k')
+    return w.reshape(w.shape[:3] + (1,) * (6 - w.ndim) + w.shape[3:])
 
 
 @functools.lru_cache(maxsize=1024)

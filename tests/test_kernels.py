@@ -13,6 +13,8 @@ from .conftest import assert_close
 def test_generated_simd_module_is_current():
     assert generate_simd.TARGET.read_text() == generate_simd.module_source(), \
         "run python -m numbaconv.kernels.cpu.generate_simd"
+    assert generate_simd.ROWS_TARGET.read_text() == generate_simd.rows_module_source(), \
+        "run python -m numbaconv.kernels.cpu.generate_simd"
 
 
 @pytest.mark.parametrize("kernel", ["simd", "direct"])
@@ -142,6 +144,9 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
     ((7, 30), 3, 1, "same", 2, 2, "relu"),  # dilation and a channel multiplier
     ((6, 19), 3, 2, 0, 1, 1, None),        # no padding: every row interior
     ((10, 33), 5, 1, 2, 1, 1, "relu6"),    # not 3x3: the tap loops
+    ((9, 6), 3, 1, 1, 1, 1, None),         # 3x3 but narrower than a vector: the general kernel's scalar columns
+    ((11, 40), 3, 3, 1, 1, 1, "relu"),     # 3x3 at stride 3: the general kernel
+    ((5, 40), 3, 2, (2, 0), (1, 2), 1, None),  # padding only on top, dilation along W: a padded plane
 ])
 def test_channels_first_depthwise_matches_reference(size, k, stride, padding, dilation, multiplier, activation, rng):
     channels = 5
@@ -249,3 +254,66 @@ def test_layout_copies_split_long_rows(shape, rng):
     order = rng.permutation(c).astype(np.int64)
     layout.channels_last_to_first(np.ascontiguousarray(np.moveaxis(x, 1, -1)), back, order)
     np.testing.assert_array_equal(back, x[:, order])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 8, 1, 1, 8), (2, 19, 1, 5, 13), (1, 64, 1, 1, 301), (3, 16, 2, 3, 9),
+                                   (1, 33, 1, 7, 40)])
+def test_register_transposing_layout_copies(shape, dtype, rng):
+    """The copies that transpose lanes x lanes blocks in registers: ragged channel counts (a scalar tail),
+    widths that are not a whole number of vectors (an overlapping last block), padding, padded channels."""
+    from numbaconv.kernels.cpu import layout
+    from numbaconv.kernels.cpu.simd import VECTOR_BYTES
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
+    n, c, d, h, w = shape
+    if c < lanes or w < lanes:
+        pytest.skip(f"needs {lanes} channels and pixels")
+    x = rng.standard_normal(shape).astype(dtype)
+    padded = np.full((n, d + 2, h + 1, w + 3, c), np.nan, dtype)
+    padded[:, 1:d + 1, 1:, 2:w + 2] = 0
+    layout.channels_first_to_last_blocks(x, padded, 1, 1, 2)
+    expected = np.full_like(padded, np.nan)
+    expected[:, 1:d + 1, 1:, 2:w + 2] = np.moveaxis(x, 1, -1)
+    np.testing.assert_array_equal(padded, expected)  # NaN where nothing may be written
+    wide = np.concatenate([np.moveaxis(x, 1, -1), rng.standard_normal((n, d, h, w, 3)).astype(dtype)], axis=-1)
+    back = np.full(shape, np.nan, dtype)
+    layout.channels_last_to_first_blocks(wide, back)  # 3 padding channels after the real ones
+    np.testing.assert_array_equal(back, x)
+
+
+@pytest.mark.parametrize("nd,cin,cout,k,stride,padding,dilation,mode,size,dtype,activation", [
+    (2, 3, 17, 7, 2, 3, 1, "zeros", (41, 52), np.float32, None),        # a stem: odd map, C_out not a block multiple
+    (2, 1, 5, 3, 3, 1, 2, "reflect", (30, 61), np.float64, "relu6"),   # stride 3 > kernel extent, dilation
+    (2, 4, 8, 4, 1, "same", 1, "circular", (9, 40), np.float32, "relu"),  # even kernel, 'same'
+    (2, 2, 3, 5, 4, 0, 1, "zeros", (23, 131), np.float32, None),       # 4 column phases
+    (1, 3, 9, 7, 2, 3, 1, "replicate", (203,), np.float32, None),       # 1D
+    (2, 3, 6, 3, 2, 1, 1, "zeros", (12, 13), np.float32, None),        # output narrower than a block: other kernel
+])
+def test_channels_first_rows_kernel_matches_reference(nd, cin, cout, k, stride, padding, dilation, mode, size, dtype,
+                                                      activation, rng):
+    """Few input channels, channels-first: the pixel-vectorized kernel (split column phases, overlapping
+    last block, padded output rows) against the float64 oracle, on batch 1 and non-contiguous input."""
+    from numbaconv.kernels.cpu.simd import VECTOR_BYTES
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(dtype)
+    w = (rng.standard_normal((cout, cin, *(k,) * nd)) + 0.1).astype(dtype)
+    b = (rng.standard_normal(cout) + 0.1).astype(dtype)
+    spec = nc.ConvSpec(nd, cin, cout, k, stride, padding, dilation, bias=True, padding_mode=mode)
+    prepared = nc.prepare(spec, w, b, activation=activation)
+    bound = spec.bind(x.shape)
+    assert prepared.rows_kernel is not None
+    takes_rows = bound.out_spatial[-1] >= prepared.rows_width
+    assert takes_rows == (size != (12, 13))
+    if takes_rows:
+        assert prepared.rows_width == 3 * VECTOR_BYTES // np.dtype(dtype).itemsize
+    pads = list(zip(bound.pad_before, bound.pad_after))
+    expected = ref.conv(x, w, b, spec.stride, pads, spec.dilation, 1, mode)
+    magnitude = ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, 1, mode)
+    if activation:
+        expected = np.clip(expected, 0, 6 if activation == "relu6" else np.inf)
+    strided = np.repeat(x, 2, axis=-1)[..., ::2]  # not contiguous
+    for batch in (strided, strided[1:]):
+        y = prepared(batch)
+        assert_close(expected[-len(batch):], y, magnitude[-len(batch):], w[0].size)
+    out = np.full(expected.shape, np.nan, dtype)
+    assert prepared(x, out=out) is out
+    assert_close(expected, out, magnitude, w[0].size)

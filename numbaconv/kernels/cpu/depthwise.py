@@ -5,6 +5,7 @@ by memory traffic, not FMAs.  Zero padding is never read: the kernels sum only t
 inside the input (``_valid_taps``).  Each takes ``clamp, low, high``: when ``clamp`` is set the output is
 clipped to [low, high] before it is stored (a fused relu/relu6; NaN passes through, as in np.clip).
 """
+import numpy as np
 from numba import njit, prange
 
 from ..index import ceil_div, split_row, start_with_bias
@@ -278,6 +279,79 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp
             for ow in range(scalar_from, OW):
                 os[row + ow] = _column_sum(xs, ws, plane + top * W, W, dh, kh_lo, kh_hi, first_tap, KW,
                                            ow * sw - pw, dw, b, clamp, low, high)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_depthwise3x3_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp, low, high):
+    """conv_depthwise_channels_first for 3x3 kernels, column stride 1 or 2, and outputs at least a vector
+    wide: each plane is first copied into a zero-padded per-plane buffer, so that every output row is
+    whole vectors with all nine taps (no edge columns, no clipped rows).  The edge columns' scalar sums
+    and the per-row tap ranges were most of the general kernel's time on 56x56 planes.
+
+    x (N, C, H, W) and out (N, C*m, OH, OW) C-contiguous; w (C*m, 3, 3); bias (C*m,) or (0,).
+    """
+    N, C, H, W = x.shape
+    O = w.shape[0]
+    _, _, OH, OW = out.shape
+    m = O // C
+    lanes = vlanes(out)
+    xs = x.reshape(-1)
+    os = out.reshape(-1)
+    ws = w.reshape(-1)
+    # The padded plane holds every position a tap reads: at stride 2 an even-lane load also reads the
+    # column after the last one it uses.
+    PH = (OH - 1) * sh + 2 * dh + 1
+    PW = (OW - 1) * sw + 2 * dw + 1 + (sw - 1)
+    rows_in = min(H, PH - ph)  # input rows (and columns) that some tap reads
+    cols_in = min(W, PW - pw)
+    for job in prange(N * O):
+        n = job // O
+        co = job % O
+        plane = (n * C + co // m) * H * W
+        padded = np.zeros(PH * PW, x.dtype)
+        whole = cols_in // lanes * lanes
+        for h in range(rows_in):
+            source = plane + h * W
+            target = (h + ph) * PW + pw
+            for col in range(0, whole, lanes):  # explicit vectors: flat computed indices stay scalar otherwise
+                vstore(padded, target + col, vload(xs, source + col))
+            for col in range(whole, cols_in):
+                padded[target + col] = xs[source + col]
+        tap = co * 9
+        w00 = vsplat(ws, tap)
+        w01 = vsplat(ws, tap + 1)
+        w02 = vsplat(ws, tap + 2)
+        w10 = vsplat(ws, tap + 3)
+        w11 = vsplat(ws, tap + 4)
+        w12 = vsplat(ws, tap + 5)
+        w20 = vsplat(ws, tap + 6)
+        w21 = vsplat(ws, tap + 7)
+        w22 = vsplat(ws, tap + 8)
+        start_value = vsplat(bias, co) if bias.shape[0] > 0 else vzeros(os)
+        for oh in range(OH):
+            row = (job * OH + oh) * OW
+            r0 = oh * sh * PW
+            r1 = r0 + dh * PW
+            r2 = r1 + dh * PW
+            start = 0
+            while True:  # the last vector overlaps the one before rather than leaving a scalar tail
+                start = min(start, OW - lanes)
+                c = start * sw
+                acc = vfma(w00, _columns(padded, r0 + c, sw), start_value)
+                acc = vfma(w01, _columns(padded, r0 + c + dw, sw), acc)
+                acc = vfma(w02, _columns(padded, r0 + c + 2 * dw, sw), acc)
+                acc = vfma(w10, _columns(padded, r1 + c, sw), acc)
+                acc = vfma(w11, _columns(padded, r1 + c + dw, sw), acc)
+                acc = vfma(w12, _columns(padded, r1 + c + 2 * dw, sw), acc)
+                acc = vfma(w20, _columns(padded, r2 + c, sw), acc)
+                acc = vfma(w21, _columns(padded, r2 + c + dw, sw), acc)
+                acc = vfma(w22, _columns(padded, r2 + c + 2 * dw, sw), acc)
+                if clamp:
+                    acc = vclamp(acc, low, high)
+                vstore(os, row + start, acc)
+                if start == OW - lanes:
+                    break
+                start += lanes
 
 
 @njit(inline="always")

@@ -207,6 +207,74 @@ def vget(typingctx, vector, lane):
 
 
 @intrinsic
+def vput(typingctx, array, index, vector, lane):
+    """array.flat[index] = lane ``lane`` of ``vector`` (a plain store: no negative-index check)."""
+    if not isinstance(vector, SimdVector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        builder.store(builder.extract_element(args[2], context.cast(builder, args[3], sig.args[3], types.intp)),
+                      pointer)
+        return context.get_dummy_value()
+
+    return types.none(array, index, vector, lane), codegen
+
+
+def _transpose(builder, rows):
+    """The lanes x lanes transpose of ``rows`` (a list of ``lanes`` vectors): at each distance h = lanes/2,
+    ..., 1, rows i and i + h (h-bit of i clear) swap their off-diagonal h-blocks, which transposes the
+    matrix block by block; each swap is two shufflevectors that LLVM lowers to the ISA's unpack, shuffle
+    and permute instructions."""
+    lanes = len(rows)
+    rows = list(rows)
+    h = lanes // 2
+    while h:
+        first = [t if t & h == 0 else t - h + lanes for t in range(lanes)]
+        second = [t + h if t & h == 0 else t + lanes for t in range(lanes)]
+        for i in range(lanes):
+            if i & h == 0:
+                a, b = rows[i], rows[i + h]
+                rows[i] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), lanes), first))
+                rows[i + h] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), lanes), second))
+        h //= 2
+    return rows
+
+
+@intrinsic
+def vtranspose_copy(typingctx, src, src_index, src_stride, dst, dst_index, dst_stride):
+    """A lanes x lanes block in registers: dst.flat[dst_index + j * dst_stride + i] =
+    src.flat[src_index + i * src_stride + j] for i, j < lanes (lanes vector loads, the transpose, lanes
+    vector stores).  Every index is in bounds by the caller's guarantee."""
+    if src.dtype != dst.dtype:
+        return None
+    vector = SimdVector(src.dtype)
+
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(vector)
+        lanes = vector.lanes
+        align = sig.args[0].dtype.bitwidth // 8
+        src_base = context.cast(builder, args[1], sig.args[1], types.intp)
+        src_step = context.cast(builder, args[2], sig.args[2], types.intp)
+        dst_base = context.cast(builder, args[4], sig.args[4], types.intp)
+        dst_step = context.cast(builder, args[5], sig.args[5], types.intp)
+        src_data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        dst_data = context.make_array(sig.args[3])(context, builder, args[3]).data
+        rows = []
+        for i in range(lanes):
+            offset = builder.add(src_base, builder.mul(src_step, ir.Constant(src_step.type, i)))
+            pointer = builder.bitcast(builder.gep(src_data, [offset]), vector_type.as_pointer())
+            rows.append(builder.load(pointer, align=align))
+        for j, column in enumerate(_transpose(builder, rows)):
+            offset = builder.add(dst_base, builder.mul(dst_step, ir.Constant(dst_step.type, j)))
+            builder.store(column, builder.bitcast(builder.gep(dst_data, [offset]), vector_type.as_pointer()),
+                          align=align)
+        return context.get_dummy_value()
+
+    return types.none(src, src_index, src_stride, dst, dst_index, dst_stride), codegen
+
+
+@intrinsic
 def vclamp(typingctx, vector, low, high):
     """Lanes below ``low`` become low, above ``high`` become high; NaN passes through (as np.clip)."""
     if not isinstance(vector, SimdVector):

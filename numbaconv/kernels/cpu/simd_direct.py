@@ -14,7 +14,7 @@ clipped to [low, high] before it is stored (ReLU: 0, inf; ReLU6: 0, 6).
 """
 from numba import njit, prange
 
-from .simd import vclamp, vfma, vget, vlanes, vload, vsplat, vstore, vzeros
+from .simd import vclamp, vfma, vlanes, vload, vput, vsplat, vstore, vzeros
 
 
 @njit(cache=True)
@@ -22,39 +22,71 @@ def scatter_vector(os, index, stride, value, count):
     """Lanes 0..count-1 of value to os[index + lane * stride] (a call: inlining it 24 times per kernel
     doubled the compile time, and it runs once per output vector)."""
     for lane in range(count):
-        os[index + lane * stride] = vget(value, lane)
+        vput(os, index + lane * stride, value, lane)
 
 
 @njit(cache=True)
 def scatter_pixels6(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, v4, v5, count):
     """Lanes 0..count-1 of v0..v5 to os[index + lane * lane_stride + p * pixel_stride]."""
-    for lane in range(count):
-        row = index + lane * lane_stride
-        os[row + 0 * pixel_stride] = vget(v0, lane)
-        os[row + 1 * pixel_stride] = vget(v1, lane)
-        os[row + 2 * pixel_stride] = vget(v2, lane)
-        os[row + 3 * pixel_stride] = vget(v3, lane)
-        os[row + 4 * pixel_stride] = vget(v4, lane)
-        os[row + 5 * pixel_stride] = vget(v5, lane)
+    lanes = vlanes(os)
+    # Whole vectors take a loop of constant length, which LLVM unrolls into one extract-and-store per
+    # element (a lane chosen at run time goes through the stack).
+    if count == lanes:
+        for lane in range(lanes):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
+            vput(os, row + 4 * pixel_stride, v4, lane)
+            vput(os, row + 5 * pixel_stride, v5, lane)
+    else:
+        for lane in range(count):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
+            vput(os, row + 4 * pixel_stride, v4, lane)
+            vput(os, row + 5 * pixel_stride, v5, lane)
 
 
 @njit(cache=True)
 def scatter_pixels12(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, count):
     """Lanes 0..count-1 of v0..v11 to os[index + lane * lane_stride + p * pixel_stride]."""
-    for lane in range(count):
-        row = index + lane * lane_stride
-        os[row + 0 * pixel_stride] = vget(v0, lane)
-        os[row + 1 * pixel_stride] = vget(v1, lane)
-        os[row + 2 * pixel_stride] = vget(v2, lane)
-        os[row + 3 * pixel_stride] = vget(v3, lane)
-        os[row + 4 * pixel_stride] = vget(v4, lane)
-        os[row + 5 * pixel_stride] = vget(v5, lane)
-        os[row + 6 * pixel_stride] = vget(v6, lane)
-        os[row + 7 * pixel_stride] = vget(v7, lane)
-        os[row + 8 * pixel_stride] = vget(v8, lane)
-        os[row + 9 * pixel_stride] = vget(v9, lane)
-        os[row + 10 * pixel_stride] = vget(v10, lane)
-        os[row + 11 * pixel_stride] = vget(v11, lane)
+    lanes = vlanes(os)
+    # Whole vectors take a loop of constant length, which LLVM unrolls into one extract-and-store per
+    # element (a lane chosen at run time goes through the stack).
+    if count == lanes:
+        for lane in range(lanes):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
+            vput(os, row + 4 * pixel_stride, v4, lane)
+            vput(os, row + 5 * pixel_stride, v5, lane)
+            vput(os, row + 6 * pixel_stride, v6, lane)
+            vput(os, row + 7 * pixel_stride, v7, lane)
+            vput(os, row + 8 * pixel_stride, v8, lane)
+            vput(os, row + 9 * pixel_stride, v9, lane)
+            vput(os, row + 10 * pixel_stride, v10, lane)
+            vput(os, row + 11 * pixel_stride, v11, lane)
+    else:
+        for lane in range(count):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
+            vput(os, row + 4 * pixel_stride, v4, lane)
+            vput(os, row + 5 * pixel_stride, v5, lane)
+            vput(os, row + 6 * pixel_stride, v6, lane)
+            vput(os, row + 7 * pixel_stride, v7, lane)
+            vput(os, row + 8 * pixel_stride, v8, lane)
+            vput(os, row + 9 * pixel_stride, v9, lane)
+            vput(os, row + 10 * pixel_stride, v10, lane)
+            vput(os, row + 11 * pixel_stride, v11, lane)
 
 
 @njit(parallel=True, cache=True)
