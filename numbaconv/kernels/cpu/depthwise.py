@@ -191,7 +191,8 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp
     horizontal tap lands inside the row, and the edges.  The interior sums all taps of a vector of
     output columns in a register and stores it once (at stride 1 with plain vector loads, at stride 2
     with even-lane loads); edges and other strides sum per column.  Offsets are flat and non-negative
-    by construction (views per row cost more than the arithmetic).
+    by construction (views per row cost more than the arithmetic).  3x3 kernels at column stride 1 or 2
+    with outputs a vector wide or more run conv_depthwise3x3_channels_first instead.
     """
     N, C, H, W = x.shape
     O, KH, KW = w.shape
@@ -211,25 +212,12 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp
     vector_hi = inner_hi if sw == 1 else max(inner_lo, min(inner_hi, (W - 2 - (KW - 1) * dw + pw) // 2 + 1))
     if sw > 2:
         vector_hi = inner_lo
-    three = KH == 3 and KW == 3
     for job in prange(N * O):
         n = job // O
         co = job % O
         plane = (n * C + co // m) * H * W
         b = bias[co] if has_bias else 0.0
         first_tap = co * KH * KW
-        # 3x3: the nine weights as vectors for the whole plane, and the taps unrolled below, so that
-        # consecutive vectors of a row are independent FMA chains the core overlaps (with a loop over
-        # the taps each vector's chain ran alone: latency-bound, 2x slower).
-        w00 = vsplat(ws, first_tap) if three else vzeros(os)
-        w01 = vsplat(ws, first_tap + 1) if three else w00
-        w02 = vsplat(ws, first_tap + 2) if three else w00
-        w10 = vsplat(ws, first_tap + 3) if three else w00
-        w11 = vsplat(ws, first_tap + 4) if three else w00
-        w12 = vsplat(ws, first_tap + 5) if three else w00
-        w20 = vsplat(ws, first_tap + 6) if three else w00
-        w21 = vsplat(ws, first_tap + 7) if three else w00
-        w22 = vsplat(ws, first_tap + 8) if three else w00
         start_value = vsplat(bias, co) if has_bias else vzeros(os)
         for oh in range(OH):
             row = (job * OH + oh) * OW
@@ -241,25 +229,10 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp
                     os[row + ow] = _column_sum(xs, ws, plane + top * W, W, dh, kh_lo, kh_hi, first_tap, KW,
                                                ow * sw - pw, dw, b, clamp, low, high)
                 start = inner_lo
-                unrolled = three and kh_lo == 0 and kh_hi == 3
-                r0 = plane + top * W - pw
-                r1 = r0 + dh * W
-                r2 = r1 + dh * W
                 while True:  # the last vector overlaps the one before rather than leaving a scalar tail
                     start = min(start, vector_hi - lanes)
                     acc = start_value
-                    if unrolled:
-                        c = start * sw
-                        acc = vfma(w00, _columns(xs, r0 + c, sw), acc)
-                        acc = vfma(w01, _columns(xs, r0 + c + dw, sw), acc)
-                        acc = vfma(w02, _columns(xs, r0 + c + 2 * dw, sw), acc)
-                        acc = vfma(w10, _columns(xs, r1 + c, sw), acc)
-                        acc = vfma(w11, _columns(xs, r1 + c + dw, sw), acc)
-                        acc = vfma(w12, _columns(xs, r1 + c + 2 * dw, sw), acc)
-                        acc = vfma(w20, _columns(xs, r2 + c, sw), acc)
-                        acc = vfma(w21, _columns(xs, r2 + c + dw, sw), acc)
-                        acc = vfma(w22, _columns(xs, r2 + c + 2 * dw, sw), acc)
-                    for kh in range(kh_lo, kh_hi if not unrolled else kh_lo):
+                    for kh in range(kh_lo, kh_hi):
                         source = plane + (top + kh * dh) * W + start * sw - pw
                         tap = first_tap + kh * KW
                         for kw in range(KW):
