@@ -87,9 +87,6 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 
 # ---- prepared convolution ----------------------------------------------------------------------------
 _PLANS_KEPT = 64  # input shapes whose bound spec and kernel arguments a PreparedConv remembers
-# Channels-first input with at most this many channels (a network's first layer) runs on the
-# pixel-vectorized kernel: the channel-vectorized one's reduction over (kw, c_in) is then too short.
-ROWS_MAX_IN_CHANNELS = 4
 POINTWISE_ROW = 96  # pixels per job of a pointwise convolution: a multiple of every SIMD block's pixel count
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
@@ -176,8 +173,7 @@ class PreparedConv:
             self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
                            else packing.pack_grouped(spec, weight))
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
-        if kernel is None and self.kernel in ("simd", "direct") and spec.groups == 1 and spec.ndim <= 2 \
-                and spec.in_channels <= ROWS_MAX_IN_CHANNELS and not shuffle_groups:
+        if kernel is None and not shuffle_groups and dispatch.rows_kernel_fits(spec, self.kernel):
             channels, vectors = dispatch.rows_block(VECTOR_REGISTERS)
             self.rows_kernel = getattr(simd_rows, f"conv_rows_r{channels}v{vectors}")
             self.rows_width = vectors * lanes  # output pixels per block: narrower outputs take the other kernel

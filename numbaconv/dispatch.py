@@ -33,6 +33,17 @@ def simd_block(channels_per_group: int, lanes: int, registers: int) -> tuple[int
     return shapes[1]
 # (output channels, pixel vectors) of numbaconv.kernels.cpu.simd_rows, by vector registers of the ISA.
 ROWS_BLOCKS = {16: (4, 3), 32: (8, 3)}
+# Channels-first input with at most this many channels (a network's first layer) runs on the
+# pixel-vectorized kernel: the channel-vectorized one's reduction over (kw, c_in) is then too short.
+# From 16 channels up it was 1.2-2x slower than the channels-last path (perf/NOTES.md).
+ROWS_MAX_IN_CHANNELS = 4
+
+
+def rows_kernel_fits(spec: ConvSpec, family: str) -> bool:
+    """Whether channels-first input of ``spec`` (whose kernel family is ``family``) runs on the
+    pixel-vectorized kernel instead, for outputs at least one of its blocks wide."""
+    return (family in ("simd", "direct") and spec.groups == 1 and spec.ndim <= 2
+            and spec.in_channels <= ROWS_MAX_IN_CHANNELS)
 
 
 def rows_block(registers: int) -> tuple[int, int]:
