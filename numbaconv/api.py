@@ -91,6 +91,8 @@ POINTWISE_ROW = 96  # pixels per job of a pointwise convolution: a multiple of e
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
 _CLAMPING_KERNELS = ("simd", "small_groups", "subpixel", "depthwise")  # families whose epilogue applies a relu/relu6 clamp
+_NO_CLAMP = (False, 0.0, 0.0)
+_EMPTY = {np.float32: np.zeros(0, np.float32), np.float64: np.zeros(0, np.float64)}  # "no residual" for the kernels
 
 
 def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
@@ -112,7 +114,9 @@ class PreparedConv:
     channels-last with ``layout``), returning (N, C_out, *out_spatial) in the same layout and dtype.
     ``shuffle_groups`` applies a ShuffleNet channel shuffle to the output inside the final copy;
     ``activation`` ('relu', 'relu6', 'hardswish') is applied to the output, on registers in the SIMD
-    kernel's epilogue where it can be (CPU only).
+    kernel's epilogue where it can be (CPU only).  ``prepared(x, residual=r)`` adds r (the result's shape
+    and layout) before the activation: a ResNet or MobileNetV2 skip connection, summed in the SIMD
+    kernel's epilogue where it stores directly (dense, grouped, transposed), else in one pass after it.
     """
 
     def __init__(self, spec: ConvSpec, weight: Any, bias: Any = None, shuffle_groups: int = 0,
@@ -223,7 +227,7 @@ class PreparedConv:
         return (out[0], *out[2:], out[1]) if last else out
 
     def __call__(self, x: Any, layout: str | None = None, out: np.ndarray | None = None,
-                 device: str = "auto") -> np.ndarray:
+                 device: str = "auto", residual: np.ndarray | None = None) -> np.ndarray:
         on_gpu = dispatch.is_device_array(x)
         flops = host_bytes = 0.0
         if device == "auto" and not on_gpu:
@@ -235,6 +239,8 @@ class PreparedConv:
         if backend == "cuda":
             if self.activation:
                 raise ValueError("a fused activation runs on the CPU only; apply it after the GPU convolution")
+            if residual is not None:
+                raise ValueError("a fused residual runs on the CPU only; add it after the GPU convolution")
             from .cuda_api import run_prepared_cuda
             result = run_prepared_cuda(self, x, layout, out if on_gpu or device == "cuda" else None)
             if not on_gpu and device == "auto":  # host in, host out
@@ -244,8 +250,16 @@ class PreparedConv:
         x = _check_array(x, "input", self.dtype, "weight")
         last = channels_last(layout)
         x, unbatched = _batched(x, self.spec.ndim, last)
-        result = self._run(x, last, out if not unbatched else None)
-        if self.activation and not (self.kernel in _CLAMPING_KERNELS and self.clamp[0]):
+        bound = self._bind(_channels_first_shape(x.shape, last))
+        in_kernel = False
+        if residual is not None:
+            residual = self._check_residual(residual, bound, last, unbatched)
+            in_kernel = self._residual_in_kernel(last, bound)
+        clamp = self.clamp if residual is None or in_kernel else _NO_CLAMP  # a clamp must follow the sum
+        result = self._run(x, last, out if not unbatched else None, clamp, residual if in_kernel else None)
+        if residual is not None and not in_kernel:
+            np.add(result, residual, out=result)
+        if self.activation and not (self.kernel in _CLAMPING_KERNELS and clamp[0]):
             apply_activation(result, self.activation)
         if unbatched:
             result = result[0]
@@ -255,8 +269,31 @@ class PreparedConv:
                 return out
         return result
 
+    def _check_residual(self, residual: Any, bound, last: bool, unbatched: bool) -> np.ndarray:
+        """The residual as a C-contiguous array of the batched result's shape, or a ConvSpecError."""
+        residual = _check_array(_to_host(residual), "residual", self.dtype, "weight")
+        n, c_out, out_spatial = bound.batch, self.spec.out_channels, bound.out_spatial
+        shape = (n, *out_spatial, c_out) if last else (n, c_out, *out_spatial)
+        expected = shape[1:] if unbatched else shape
+        if tuple(residual.shape) != expected:
+            order = f"(N, {_SPATIAL_NAMES[self.spec.ndim]}, C_out)" if last else f"(N, C_out, {_SPATIAL_NAMES[self.spec.ndim]})"
+            raise ConvSpecError(f"residual must have the result's shape {order} = {expected}, got {tuple(residual.shape)}")
+        return np.ascontiguousarray(residual).reshape(shape)
+
+    def _residual_in_kernel(self, last: bool, bound) -> bool:
+        """Whether the kernel that runs for this input adds a residual in its epilogue (it stores the result
+        directly; a scratch buffer or another kernel family sums in a pass afterwards)."""
+        if self.kernel == "subpixel":
+            return True
+        if self.kernel != "simd" or (self.shuffle_groups and not self.shuffle_in_strides):
+            return False
+        return not (self.rows_kernel is not None and not last and bound.out_spatial[-1] >= self.rows_width)
+
     # The CPU path: one channels-last padded copy in, the kernel, one copy to the caller's layout out.
-    def _run(self, x: np.ndarray, last: bool, out: np.ndarray | None) -> np.ndarray:
+    def _run(self, x: np.ndarray, last: bool, out: np.ndarray | None, clamp: tuple = _NO_CLAMP,
+             residual: np.ndarray | None = None) -> np.ndarray:
+        """The convolution into ``out`` (or a new array), clipped by ``clamp``; ``residual`` (only where
+        _residual_in_kernel) is added before the clamp."""
         spec = self.spec
         bound = self._bind(_channels_first_shape(x.shape, last))
         n, c_out, out_spatial = bound.batch, spec.out_channels, bound.out_spatial
@@ -273,14 +310,14 @@ class PreparedConv:
             kernel = conv_depthwise3x3_channels_first if whole_rows else conv_depthwise_channels_first
             kernel(x4, self.planar_weight, self.bias, result.reshape(
                 result.shape[:2] + (1,) * (4 - result.ndim) + result.shape[2:]), *_pad2(spec.stride, 1),
-                *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1), *self.clamp)
+                *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1), *clamp)
             return result
         if self.rows_kernel is not None and not last and out_spatial[-1] >= self.rows_width:
-            return self._run_rows(x, bound, result)
+            return self._run_rows(x, bound, result, clamp)
         if self.kernel == "simd":
-            return self._run_simd(x, last, bound, result)
+            return self._run_simd(x, last, bound, result, clamp, residual)
         if self.kernel == "subpixel":
-            return self._run_subpixel(x, last, bound, result)
+            return self._run_subpixel(x, last, bound, result, clamp, residual)
         # The gather kernel and channels-last depthwise with zero padding skip the padding tap by tap;
         # the others read a padded copy.
         skips_padding = spec.transposed or (self.kernel == "depthwise" and last and spec.padding_mode == "zeros")
@@ -296,11 +333,11 @@ class PreparedConv:
             skipped = _pad3(bound.pad_before, 0) if skips_padding else (0, 0, 0)
             if self.depthwise3x3:
                 conv_depthwise3x3(xin.reshape(xin.shape[0], *xin.shape[2:]), self.packed[0], self.bias,
-                                  y.reshape(y.shape[0], *y.shape[2:]), *s[1:], *skipped[1:], *d[1:], *self.clamp)
+                                  y.reshape(y.shape[0], *y.shape[2:]), *s[1:], *skipped[1:], *d[1:], *clamp)
             else:
-                conv_depthwise(xin, self.packed, self.bias, y, *s, *skipped, *d, *self.clamp)
+                conv_depthwise(xin, self.packed, self.bias, y, *s, *skipped, *d, *clamp)
         elif self.kernel == "small_groups":
-            conv_small_groups(xin, self.packed, self.bias, y, *s, *d, *self.clamp)
+            conv_small_groups(xin, self.packed, self.bias, y, *s, *d, *clamp)
         elif self.kernel == "transposed":
             conv_transposed(xin, self.packed, self.bias, y, *s, *_pad3(bound.pad_before, 0), *d)
         else:
@@ -321,7 +358,8 @@ class PreparedConv:
             cpu_layout.channels_last_to_first(y, out5, self.channel_source)
         return result
 
-    def _run_simd(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:
+    def _run_simd(self, x: np.ndarray, last: bool, bound, result: np.ndarray, clamp: tuple,
+                  residual: np.ndarray | None) -> np.ndarray:
         """The SIMD kernel reads either layout through strides and stores straight into the result; only a
         folded channel shuffle goes through a channels-last scratch buffer and a gather copy."""
         read_last, before, after, calls = self._simd_plan(x.shape, last, bound)
@@ -334,12 +372,13 @@ class PreparedConv:
         y = np.empty((bound.batch, *_pad3(bound.out_spatial, 1), self.kernel_channels), self.dtype) \
             if scratch else result
         flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
+        flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
         for x_start, x_strides, y_start, y_strides, shape, steps in calls:
-            self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:], y_strides, shape,
-                             *steps, *self.clamp)
+            self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:],
+                             flat_r[y_start:] if flat_r.shape[0] else flat_r, y_strides, shape, *steps, *clamp)
         return self._deliver(y, result, last) if scratch else result
 
-    def _run_rows(self, x: np.ndarray, bound, result: np.ndarray) -> np.ndarray:
+    def _run_rows(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple) -> np.ndarray:
         """Channels-first input with few channels: the pixel-vectorized kernel reads a padded copy whose
         rows are split into the stride's column phases and stores straight into the NCHW result."""
         spec = self.spec
@@ -351,7 +390,7 @@ class PreparedConv:
         taps = np.array([(k * dw) % sw * phase_width + (k * dw) // sw for k in range(spec.kernel_size[-1])],
                         np.int64)
         out4 = result.reshape(result.shape[0], result.shape[1], -1, result.shape[-1])
-        self.rows_kernel(rows, self.rows_packed, self.rows_bias, out4, taps, sh, dh, *self.clamp)
+        self.rows_kernel(rows, self.rows_packed, self.rows_bias, out4, taps, sh, dh, *clamp)
         return result
 
     def _simd_plan(self, shape: tuple[int, ...], last: bool, bound) -> tuple:
@@ -406,7 +445,8 @@ class PreparedConv:
         plan = self._simd_plans[key] = (read_last, before, after, calls)
         return plan
 
-    def _run_subpixel(self, x: np.ndarray, last: bool, bound, result: np.ndarray) -> np.ndarray:
+    def _run_subpixel(self, x: np.ndarray, last: bool, bound, result: np.ndarray, clamp: tuple,
+                      residual: np.ndarray | None) -> np.ndarray:
         """A transposed convolution as one SIMD convolution per output phase (numbaconv/subpixel.py), all
         reading one zero-padded channels-last copy of the input and storing every stride-th output of the
         result in place."""
@@ -426,27 +466,31 @@ class PreparedConv:
         phase_strides = (*y_strides[:2], *(st * s for st, s in zip(y_strides[2:], _pad3(stride, 1))))
         per_group = spec.out_channels // spec.groups
         flat_x, flat_y = xin.reshape(-1), result.reshape(-1)
+        flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
         for (phase, kernel, packed, padded_bias), (count, low, _) in live:
             x_offset = sum((lo + b) * st for lo, b, st in zip(_pad3(low, 0), _pad3(before, 0), x_strides[2:]))
             y_offset = sum(f * st for f, st in zip(_pad3(phase.offset, 0), y_strides[2:]))
-            kernel(flat_x[x_offset:], x_strides, packed, padded_bias, flat_y[y_offset:], phase_strides,
+            kernel(flat_x[x_offset:], x_strides, packed, padded_bias, flat_y[y_offset:],
+                   flat_r[y_offset:] if flat_r.shape[0] else flat_r, phase_strides,
                    (n, *_pad3(count, 1)), per_group * y_strides[1], per_group, 1, 1, 1, *_pad3(phase.dilation, 1),
-                   *self.clamp)
+                   *clamp)
         for phase, *_ in self.subpixel_phases:  # outputs no tap reaches: the bias alone
             if phase.empty:
-                self._fill_bias(result, last, phase.offset)
+                self._fill_bias(result, last, phase.offset, clamp, residual)
         return result
 
-    def _fill_bias(self, result: np.ndarray, last: bool, offset: tuple[int, ...]) -> None:
+    def _fill_bias(self, result: np.ndarray, last: bool, offset: tuple[int, ...], clamp: tuple,
+                   residual: np.ndarray | None) -> None:
         region = (slice(None), *(slice(o, None, s) for o, s in zip(offset, self.spec.stride)))
+        if not last:
+            region = (region[0], slice(None), *region[1:])
         bias = self.bias if self.bias.shape[0] else np.zeros(self.spec.out_channels, self.dtype)
-        if last:
-            result[region] = bias
-        else:
-            result[(region[0], slice(None), *region[1:])] = bias.reshape(-1, *(1,) * self.spec.ndim)
-        if self.clamp[0]:
-            view = result[region] if last else result[(region[0], slice(None), *region[1:])]
-            np.clip(view, self.clamp[1], self.clamp[2], out=view)
+        result[region] = bias if last else bias.reshape(-1, *(1,) * self.spec.ndim)
+        view = result[region]
+        if residual is not None:
+            view += residual[region]
+        if clamp[0]:
+            np.clip(view, clamp[1], clamp[2], out=view)
 
     def _channels_last_padded(self, x: np.ndarray, last: bool, before: tuple, after: tuple) -> np.ndarray:
         mode = PADDING_MODE_CODES[self.spec.padding_mode]

@@ -97,13 +97,30 @@ class Network:
             return None
 
         absorbed: set[str] = set()
+        deferred: dict[str, Step] = {}  # add node -> the convolution step that sums into its output
         conv_outputs: set[str] = set()  # values written into fresh buffers by convolution steps
         for node in graph.nodes:
             if node.name in absorbed:
+                if node.name in deferred:
+                    self.steps.append(deferred.pop(node.name))
                 continue
             flops = node_cost(node).flops
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
+                add = sole_next(bn.output if bn else node.output, ("add",))
+                if add is not None and add.name not in absorbed and len(add.inputs) == 2 \
+                        and add.inputs[0] != add.inputs[1] and add.input_shapes[0] == add.input_shapes[1]:
+                    # A skip connection: the convolution's epilogue adds the other summand (and applies the
+                    # activation after the add); the step runs where the add was, once both summands exist.
+                    other = add.inputs[1] if add.inputs[0] == (bn or node).output else add.inputs[0]
+                    act = sole_next(add.output, ACTIVATION_OPS)
+                    fused = tuple(n.name for n in (bn, add, act) if n is not None)
+                    absorbed.update(fused)
+                    final = (act or add).output
+                    step = self._conv_step(node, params, bn and params.get(bn.name), act, residual=True)
+                    deferred[add.name] = Step(node.name, "conv", (node.inputs[0], other), final, step, fused,
+                                              flops + sum(node_cost(n).flops for n in (bn, add, act) if n))
+                    continue
                 act = sole_next(bn.output if bn else node.output, ACTIVATION_OPS)
                 # A channel shuffle after a fused relu/relu6 (or none) is stored by the kernel itself; after
                 # another activation it would run before that activation, which commutes with it anyway.
@@ -133,9 +150,22 @@ class Network:
                                    flops=flops))
         self.input_name = graph.input.name
         self.output_name = graph.output.name
+        # Each value is dropped right after its last reader, so the next layer's output reuses a block that
+        # was just read (still in cache) rather than one untouched since the previous call.
+        last_reader: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
+            for name in step.inputs:
+                last_reader[name] = index
+        self._release: list[tuple[str, ...]] = [() for _ in self.steps]
+        for name, index in last_reader.items():
+            if name != self.output_name:
+                self._release[index] += (name,)
 
     # ---- compilation --------------------------------------------------------------------------------------
-    def _conv_step(self, node: Node, params: dict, bn: dict | None, act: Node | None, shuffle_groups: int = 0):
+    def _conv_step(self, node: Node, params: dict, bn: dict | None, act: Node | None, shuffle_groups: int = 0,
+                   residual: bool = False):
+        """run(x) (or run(x, summand) with ``residual``): the convolution with BatchNorm folded in, the
+        summand added and the activation applied, channels-last."""
         from .api import prepare
         spec = node.attrs["spec"]
         p = params.get(node.name)
@@ -160,6 +190,12 @@ class Network:
                            shuffle_groups=shuffle_groups, activation=fused)
         after = None if fused else kind
         attrs = act.attrs if act is not None else None
+
+        if residual:
+            def run_residual(x: np.ndarray, summand: np.ndarray) -> np.ndarray:
+                return apply_activation(prepared(x, layout="channels_last", device="cpu", residual=summand),
+                                        after, attrs)
+            return run_residual
 
         def run(x: np.ndarray) -> np.ndarray:
             return apply_activation(prepared(x, layout="channels_last", device="cpu"), after, attrs)
@@ -187,8 +223,7 @@ class Network:
         if op in ("maxpool", "avgpool"):
             return _pool_step(op, a, self.dtype)
         if op == "global_avgpool":
-            return lambda x: x.mean(axis=tuple(range(1, x.ndim - 1)), dtype=np.float64).astype(self.dtype) \
-                if x.ndim > 2 else x
+            return _global_avgpool_step
         if op == "flatten":  # flatten in channels-first order, as ONNX and PyTorch do
             return lambda x: np.ascontiguousarray(np.moveaxis(x, -1, 1)).reshape(x.shape[0], -1) if x.ndim > 2 else x
         if op == "linear":  # a 1x1 convolution on one pixel: the SIMD kernel, not BLAS (whose idle threads
@@ -216,9 +251,11 @@ class Network:
             raise ConvSpecError(f"input must have shape (N, {', '.join(map(str, expected))}) "
                                 f"{'channels-last ' if last else ''}for {self.graph.name}, got {x.shape}")
         values = {self.input_name: x if last else np.ascontiguousarray(np.moveaxis(x, 1, -1))}
-        for step in self.steps:
+        for step, release in zip(self.steps, self._release):
             start = time.perf_counter() if timed else 0.0
             values[step.output] = step.run(*(values[name] for name in step.inputs))
+            for name in release:
+                del values[name]
             if timed:
                 step.seconds.append(time.perf_counter() - start)
         y = values[self.output_name]
@@ -249,6 +286,16 @@ def _add_step(target: int | None, activation: str | None, attrs: dict | None):
         return out if clamp else apply_activation(out, activation, attrs)
 
     return run
+
+
+def _global_avgpool_step(x: np.ndarray) -> np.ndarray:
+    """Channels-last (N, *spatial, C) -> (N, C): the mean over every spatial position."""
+    from .kernels.cpu.pool import global_average_channels_last
+    if x.ndim <= 2:
+        return x
+    out = np.empty((x.shape[0], x.shape[-1]), x.dtype)
+    global_average_channels_last(np.ascontiguousarray(x).reshape(x.shape[0], -1, x.shape[-1]), out)
+    return out
 
 
 def _pool_step(op: str, a: dict, dtype: np.dtype):

@@ -317,3 +317,87 @@ def test_channels_first_rows_kernel_matches_reference(nd, cin, cout, k, stride, 
     out = np.full(expected.shape, np.nan, dtype)
     assert prepared(x, out=out) is out
     assert_close(expected, out, magnitude, w[0].size)
+
+
+def _activate(y, activation):
+    if activation == "relu6":
+        return np.clip(y, 0, 6)
+    if activation == "hardswish":
+        return y * np.clip(y + 3, 0, 6) / 6
+    return y
+
+
+@pytest.mark.parametrize("activation", [None, "relu6", "hardswish"])
+@pytest.mark.parametrize("case,in_kernel", [
+    (dict(nd=2, cin=16, cout=24, k=1, stride=1, size=(7, 15)), True),      # pointwise rows, a half-full vector
+    (dict(nd=2, cin=8, cout=40, k=3, stride=2, size=(11, 6)), True),       # strided, ragged last vector
+    (dict(nd=2, cin=12, cout=48, k=3, stride=1, size=(5, 13), groups=3, shuffle=3), True),  # shuffle in strides
+    (dict(nd=2, cin=12, cout=48, k=1, stride=1, size=(5, 13), groups=3, shuffle=4), False),  # scratch + gather
+    (dict(nd=3, cin=4, cout=9, k=3, stride=1, size=(3, 4, 5)), True),
+    (dict(nd=1, cin=5, cout=20, k=5, stride=3, size=(33,)), True),
+    (dict(nd=2, cin=3, cout=8, k=3, stride=1, size=(6, 40)), (False, True)),  # channels-first: the rows kernel sums after
+    (dict(nd=2, cin=16, cout=16, k=3, stride=1, size=(9, 12), groups=16), False),  # depthwise sums after
+    (dict(nd=2, cin=16, cout=24, k=3, stride=2, size=(5, 6), transposed=True), True),
+    (dict(nd=2, cin=16, cout=24, k=1, stride=2, size=(4, 5), transposed=True), True),  # phases no tap reaches
+])
+def test_residual_is_added_before_the_activation(case, in_kernel, activation, rng):
+    nd, cin, cout, k, stride, size = (case[key] for key in ("nd", "cin", "cout", "k", "stride", "size"))
+    groups, shuffle, transposed = case.get("groups", 1), case.get("shuffle", 0), case.get("transposed", False)
+    padding = k // 2
+    spec = nc.ConvSpec(nd, cin, cout, k, stride, padding, 1, groups, bias=True, transposed=transposed,
+                       output_padding=stride - 1 if transposed else 0)
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal(spec.weight_shape) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(cout) + 0.1).astype(np.float32)
+    if transposed:
+        expected = ref.conv_transpose(x, w, b, stride, padding, stride - 1, groups)
+        scale = ref.conv_transpose(np.abs(x), np.abs(w), np.abs(b), stride, padding, stride - 1, groups)
+    else:
+        pads = [(padding, padding)] * nd
+        expected = ref.conv(x, w, b, stride, pads, 1, groups)
+        scale = ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, pads, 1, groups)
+    if shuffle:
+        expected, scale = ref.channel_shuffle(expected, shuffle), ref.channel_shuffle(scale, shuffle)
+    residual = rng.standard_normal(expected.shape).astype(np.float32) * 3
+    expected = _activate(expected + residual, activation)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation=activation)
+    for last in (False, True):
+        move = (lambda a: np.moveaxis(a, 1, -1)) if last else (lambda a: a)
+        bound = spec.bind(x.shape)
+        assert prepared._residual_in_kernel(last, bound) == (in_kernel[last] if isinstance(in_kernel, tuple) else in_kernel)
+        y = prepared(move(x), layout="channels_last" if last else None, residual=move(residual)[::1])
+        y = np.moveaxis(y, -1, 1) if last else y
+        assert_close(expected, y, scale + np.abs(residual), reduction=w[0].size + 1)
+    # Unbatched input takes an unbatched residual; a wrong shape is refused by name.
+    y0 = prepared(x[0], residual=residual[0])
+    assert_close(expected[0], y0, scale[0] + np.abs(residual[0]), reduction=w[0].size + 1)
+    with pytest.raises(nc.ConvSpecError, match="residual must have the result's shape"):
+        prepared(x, residual=residual[:, :-1])
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("shape,before,after", [((2, 1, 5, 7, 3), (0, 2, 1), (0, 1, 3)),
+                                                ((1, 3, 4, 2, 17), (1, 0, 2), (2, 3, 0)),
+                                                ((3, 1, 1, 9, 1), (0, 0, 4), (0, 0, 5))])
+def test_pad_channels_last_matches_numpy_pad(shape, before, after, mode, rng):
+    from numbaconv.api import PADDING_MODE_CODES
+    from numbaconv.kernels.cpu.layout import pad_channels_last
+    from .reference import _NP_MODES
+    if mode in ("reflect", "circular") and any(p >= n for p, n in zip(before + after, shape[1:4] * 2)):
+        pytest.skip("reflect/circular need padding below the size")
+    x = rng.standard_normal(shape)
+    out = np.full((shape[0], *(n + b + a for n, b, a in zip(shape[1:4], before, after)), shape[4]), np.nan)
+    pad_channels_last(x, out, *before, PADDING_MODE_CODES[mode])
+    pads = [(0, 0), *zip(before, after), (0, 0)]
+    np.testing.assert_array_equal(out, np.pad(x, pads, mode=_NP_MODES[mode]))
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 24), (1, 1, 3), (3, 5, 13), (2, 2, 3, 4, 9)])
+def test_global_average_pooling_step(shape, rng):
+    from numbaconv.network import _global_avgpool_step
+    x = rng.standard_normal(shape).astype(np.float32) + 3  # an offset: float32 sums would drift
+    y = _global_avgpool_step(x)
+    assert y.shape == (shape[0], shape[-1]) and y.dtype == np.float32
+    np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=tuple(range(1, x.ndim - 1))), rtol=1e-6)
+    flat = x.reshape(shape[0], -1)
+    assert _global_avgpool_step(flat) is flat  # already (N, features): nothing to pool

@@ -224,15 +224,16 @@ def test_network_keeps_freed_memory_for_reuse():
 def test_residual_add_reuses_only_buffers_nobody_else_reads(rng):
     from numbaconv.graph import GraphBuilder
     g = GraphBuilder("residual", (2, 8, 9, 9))
-    a = g.conv(g.input, 8, 3, padding=1, name="a")           # read by the add and by branch b: kept
-    b = g.conv(a, 8, 1, name="b")                             # read by the add only: overwritten with the sum
+    a = g.conv(g.input, 8, 3, padding=1, name="a")           # read by both adds and by branch b: kept
+    b = g.relu(g.conv(a, 8, 1, name="b"), name="b_relu")     # read by the add only: overwritten with the sum
     s = g.relu(g.add(a, b, name="sum"), name="sum_relu")
-    t = g.add(g.conv(s, 8, 1, name="c"), a, name="again")     # a is read again after the first add
+    t = g.add(g.conv(s, 8, 1, name="c"), a, name="again")     # a convolution then an add: c's epilogue sums
     graph = g.build(g.concat([t, g.relu(a, name="a_relu")], name="both"))
     params = random_params(graph, seed=3)
     net = Network(graph, params)
-    adds = [step for step in net.steps if step.op == "add"]
-    assert [step.fused for step in adds] == [("sum_relu",), ()]
+    assert [step.fused for step in net.steps if step.op == "add"] == [("sum_relu",)]
+    (c,) = [step for step in net.steps if step.name == "c"]
+    assert c.fused == ("again",) and c.inputs == (s.name, a.name) and c.output == t.name
     x = rng.standard_normal(graph.input.shape).astype(np.float32)
     for _ in range(2):  # a second call must not see buffers the first one overwrote
         assert relative_error(net(x), ref.run_graph(graph, params, x)) < 1e-5

@@ -14,22 +14,38 @@ from .simd import vlanes, vtranspose_copy
 def pad_channels_last(x, out, pad_d, pad_h, pad_w, mode):
     """out[n, d, h, w, :] = x at the source of padded position (d - pad_d, h - pad_h, w - pad_w), or 0.
 
-    x (N, D, H, W, C); out (N, D + pads, H + pads, W + pads, C).
+    x (N, D, H, W, C) C-contiguous; out (N, D + pads, H + pads, W + pads, C), paddings >= 0.  A row's
+    interior is one contiguous run of W * C elements, copied as such (element by element with per-pixel
+    index arithmetic, a 3-channel image row copied at 3 GB/s).
     """
     N, D, H, W, C = x.shape
     _, PD, PH, PW, _ = out.shape
+    xs = x.reshape(-1)
+    os = out.reshape(-1)
+    run = W * C
     for job in prange(N * PD * PH):
         n, d, h = split_row(job, PD, PH)
         sd = source_index(d - pad_d, D, mode)
         sh = source_index(h - pad_h, H, mode)
+        row = job * PW * C
+        if sd < 0 or sh < 0:
+            for i in range(PW * C):
+                os[row + i] = 0
+            continue
+        source = ((n * D + sd) * H + sh) * run
+        interior = row + pad_w * C
+        for i in range(run):
+            os[interior + i] = xs[source + i]
         for w in range(PW):
+            if pad_w <= w < pad_w + W:
+                continue
             sw = source_index(w - pad_w, W, mode)
-            if sd < 0 or sh < 0 or sw < 0:
+            if sw < 0:
                 for c in range(C):
-                    out[n, d, h, w, c] = 0
+                    os[row + w * C + c] = 0
             else:
                 for c in range(C):
-                    out[n, d, h, w, c] = x[n, sd, sh, sw, c]
+                    os[row + w * C + c] = xs[source + sw * C + c]
 
 
 # With fewer rows than ROWS_WITHOUT_TILES (a 1D signal is one row: one job, one core), rows are split into

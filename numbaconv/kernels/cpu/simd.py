@@ -221,6 +221,19 @@ def vput(typingctx, array, index, vector, lane):
     return types.none(array, index, vector, lane), codegen
 
 
+@intrinsic
+def vinsert(typingctx, vector, lane, array, index):
+    """``vector`` with lane ``lane`` replaced by array.flat[index]."""
+    if not isinstance(vector, SimdVector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[2], args[2], args[3], sig.args[3])
+        return builder.insert_element(args[0], builder.load(pointer), context.cast(builder, args[1], sig.args[1], types.intp))
+
+    return vector(vector, lane, array, index), codegen
+
+
 def _transpose(builder, rows):
     """The lanes x lanes transpose of ``rows`` (a list of ``lanes`` vectors): at each distance h = lanes/2,
     ..., 1, rows i and i + h (h-bit of i clear) swap their off-diagonal h-blocks, which transposes the
