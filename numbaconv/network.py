@@ -96,6 +96,37 @@ class Network:
                 return users[0]
             return None
 
+        def match_chain(first: Node):
+            """(convs, bns, acts, add, add's other summand) when ``first`` starts a pointwise -> depthwise ->
+            pointwise chain (each with optional BatchNorm and clamp, the last with an optional skip
+            connection whose other summand is computed by then) that fused_blocks computes, else None."""
+            from .fused_blocks import chain_fits
+            convs, bns, acts, add, other = [first], [], [], None, None
+            for stage in range(3):
+                conv = convs[-1]
+                bn = sole_next(conv.output, ("bn",))
+                bns.append(bn)
+                if stage == 2:
+                    add = sole_next((bn or conv).output, ("add",))
+                    if add is not None:
+                        other = add.inputs[1] if add.inputs[0] == (bn or conv).output else add.inputs[0]
+                        if (add.name in absorbed or len(add.inputs) != 2 or other == (bn or conv).output
+                                or add.input_shapes[0] != add.input_shapes[1] or not produced(other)):
+                            add = other = None
+                act = sole_next((add or bn or conv).output, ACTIVATION_OPS)
+                acts.append(act)
+                if stage < 2:
+                    convs.append(sole_next((act or bn or conv).output, ("conv",)))
+                    if convs[-1] is None:
+                        return None
+            clamps = tuple(_clamp_bounds(a) for a in acts)
+            if "unsupported" in clamps or chain_fits(*(c.attrs["spec"] for c in convs), clamps):
+                return None
+            return convs, bns, acts, add, other
+
+        def produced(name: str) -> bool:
+            return name == graph.input.name or any(step.output == name for step in self.steps)
+
         absorbed: set[str] = set()
         deferred: dict[str, Step] = {}  # add node -> the convolution step that sums into its output
         conv_outputs: set[str] = set()  # values written into fresh buffers by convolution steps
@@ -105,6 +136,16 @@ class Network:
                     self.steps.append(deferred.pop(node.name))
                 continue
             flops = node_cost(node).flops
+            chain = match_chain(node) if node.op == "conv" else None
+            if chain is not None:
+                convs, bns, acts, add, other = chain
+                fused = tuple(n.name for n in (*convs[1:], *bns, *acts, add) if n is not None)
+                absorbed.update(fused)
+                final = (acts[2] or add or bns[2] or convs[2]).output
+                self.steps.append(Step(node.name, "conv", (node.inputs[0], *((other,) if add else ())), final,
+                                       self._chain_step(params, convs, bns, acts, add is not None), fused,
+                                       sum(node_cost(n).flops for n in (*convs, *bns, *acts, add) if n)))
+                continue
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
                 add = sole_next(bn.output if bn else node.output, ("add",))
@@ -162,11 +203,8 @@ class Network:
                 self._release[index] += (name,)
 
     # ---- compilation --------------------------------------------------------------------------------------
-    def _conv_step(self, node: Node, params: dict, bn: dict | None, act: Node | None, shuffle_groups: int = 0,
-                   residual: bool = False):
-        """run(x) (or run(x, summand) with ``residual``): the convolution with BatchNorm folded in, the
-        summand added and the activation applied, channels-last."""
-        from .api import prepare
+    def _folded(self, node: Node, params: dict, bn: dict | None) -> tuple:
+        """(spec, weight, bias or None) of a convolution in the network's dtype, BatchNorm folded in."""
         spec = node.attrs["spec"]
         p = params.get(node.name)
         if p is None or "weight" not in p:
@@ -183,11 +221,39 @@ class Network:
                 weight = weight * factor.reshape((-1,) + (1,) * (weight.ndim - 1))
             bias = (np.zeros(spec.out_channels) if bias is None else bias) - np.asarray(bn["mean"], np.float64)
             bias = bias * factor + np.asarray(bn["shift"], np.float64)
-        spec = spec.replace(bias=bias is not None)
+        return (spec.replace(bias=bias is not None), weight.astype(self.dtype),
+                None if bias is None else bias.astype(self.dtype))
+
+    def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool):
+        """run(x) (or run(x, summand)): a pointwise -> depthwise -> pointwise chain in one kernel
+        (numbaconv.fused_blocks) when the input has rows enough for every thread, else layer by layer."""
+        from .fused_blocks import PreparedPointwiseDepthwisePointwise
+        bn_params = [bn and params.get(bn.name) for bn in bns]
+        folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]
+        chain = PreparedPointwiseDepthwisePointwise(tuple(f[0] for f in folded), tuple(f[1] for f in folded),
+                                                    tuple(f[2] for f in folded), tuple(_clamp_bounds(a) for a in acts))
+        layers: list = []  # the three separate steps, built the first time an input needs them
+
+        def run(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+            if chain.worthwhile(x.shape):
+                return chain(x, residual=summand)
+            if not layers:
+                layers.extend(self._conv_step(conv, params, bn, act, residual=residual and i == 2)
+                              for i, (conv, bn, act) in enumerate(zip(convs, bn_params, acts)))
+            y = layers[1](layers[0](x))
+            return layers[2](y, summand) if residual else layers[2](y)
+
+        return run
+
+    def _conv_step(self, node: Node, params: dict, bn: dict | None, act: Node | None, shuffle_groups: int = 0,
+                   residual: bool = False):
+        """run(x) (or run(x, summand) with ``residual``): the convolution with BatchNorm folded in, the
+        summand added and the activation applied, channels-last."""
+        from .api import prepare
+        spec, weight, bias = self._folded(node, params, bn)
         kind = act.op if act is not None else None
         fused = kind if kind in ("relu", "relu6", "hardswish") else None  # clip keeps its own bounds
-        prepared = prepare(spec, weight.astype(self.dtype), None if bias is None else bias.astype(self.dtype),
-                           shuffle_groups=shuffle_groups, activation=fused)
+        prepared = prepare(spec, weight, bias, shuffle_groups=shuffle_groups, activation=fused)
         after = None if fused else kind
         attrs = act.attrs if act is not None else None
 
@@ -268,6 +334,15 @@ class Network:
         from .cost import build_model
         graph = build_model(name, **options)
         return cls(graph, params if params is not None else random_params(graph, seed, dtype), dtype)
+
+
+def _clamp_bounds(act: Node | None):
+    """An activation as a fused_blocks clamp: None, 'relu', 'relu6' or clip's (low, high); else 'unsupported'."""
+    if act is None or act.op in ("relu", "relu6"):
+        return act and act.op
+    if act.op == "clip":
+        return (float(act.attrs.get("min", -np.inf)), float(act.attrs.get("max", np.inf)))
+    return "unsupported"
 
 
 def _add_step(target: int | None, activation: str | None, attrs: dict | None):

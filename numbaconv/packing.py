@@ -94,3 +94,28 @@ def pack_small_groups(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
     """(C_out, 4, *k) -> (KD, KH, KW, 4, C_out): for each tap and input channel of a group, the weights of
     every output channel, contiguous (numbaconv.kernels.cpu.direct.conv_small_groups)."""
     return np.ascontiguousarray(as_3d_kernel(weight).transpose(2, 3, 4, 1, 0))
+
+
+def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.ndarray, taps_bias: np.ndarray | None,
+                  project: np.ndarray, project_bias: np.ndarray | None, block: int) -> tuple[np.ndarray, ...]:
+    """The three weights of a pointwise -> depthwise -> pointwise chain for kernels/cpu/fused_blocks.py.
+
+    expand (C_mid, C_in, 1, 1), taps (C_mid, 1, KH, KW), project (C_out, C_mid, 1, 1), biases (C,) or None
+    -> expand (C_in, M), expand bias (M,), taps (KH, KW, M), taps bias (M,), project (M, P), project bias
+    (P,): M and P are C_mid and C_out rounded up to whole blocks of ``block``, the padding zero (so padded
+    channels stay exactly zero through every stage).
+    """
+    c_mid, c_in = expand.shape[:2]
+    c_out = project.shape[0]
+    mid, out = -(-c_mid // block) * block, -(-c_out // block) * block
+    dtype = expand.dtype
+
+    def padded(values, *shape):
+        array = np.zeros(shape, dtype)
+        if values is not None:
+            array[tuple(slice(0, n) for n in values.shape)] = values
+        return array
+
+    return (padded(expand.reshape(c_mid, c_in).T, c_in, mid), padded(expand_bias, mid),
+            padded(taps[:, 0].transpose(1, 2, 0), *taps.shape[2:], mid), padded(taps_bias, mid),
+            padded(project.reshape(c_out, c_mid).T, mid, out), padded(project_bias, out))

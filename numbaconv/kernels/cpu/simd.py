@@ -156,6 +156,18 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vmul(typingctx, a, b):
+    """a * b lane by lane."""
+    if not isinstance(a, SimdVector) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
 def vmax(typingctx, a, b):
     """Lane-wise max(a, b) where a NaN in either propagates (a NaN in ``a`` stays, one in ``b`` is taken)."""
     if not isinstance(a, SimdVector) or a != b:

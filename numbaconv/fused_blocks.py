@@ -1,0 +1,158 @@
+"""Chains of convolutions run as one kernel, so the tensors between them never reach memory.
+
+``PreparedPointwiseDepthwisePointwise`` is MobileNetV2's inverted residual (1x1 expansion, 3x3
+depthwise, 1x1 projection, optional skip connection) and ShuffleNet v2's branch: the kernel is
+numbaconv/kernels/cpu/fused_blocks.py.  ``Network`` uses it where a graph holds such a chain; it can
+also be called directly, on channels-last input.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import get_num_threads
+
+from . import packing
+from .kernels.cpu.fused_blocks import conv_pw_dw_pw_rows
+from .spec import ConvSpec, ConvSpecError
+
+CLAMPS = {None: (0.0, 0.0, 0.0), "relu": (1.0, 0.0, np.inf), "relu6": (1.0, 0.0, 6.0)}
+
+
+def _clamp_row(activation) -> tuple[float, float, float]:
+    """(apply?, low, high) for None, 'relu', 'relu6' or a (low, high) clip."""
+    if isinstance(activation, tuple):
+        return (1.0, float(activation[0]), float(activation[1]))
+    return CLAMPS[activation]
+# Output rows per job at least this many (when the image allows): a band recomputes the expanded rows it
+# shares with its neighbour, KH - stride of them.
+MIN_BAND_ROWS = 7
+# Output rows computed together hold at least this many pixels where the buffers stay within GROUP_BYTES:
+# the pointwise stages' 6-pixel blocks then waste little on a row's ragged end (a 7-pixel row is two
+# overlapping blocks, 12 pixels' work for 7).
+GROUP_PIXELS = 48
+GROUP_BYTES = 256 << 10
+
+
+def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activations: tuple) -> str | None:
+    """None when the three specs form a chain this kernel computes exactly, else why not."""
+    for name, spec in (("expand", expand), ("project", project)):
+        if (spec.ndim != 2 or spec.kernel_size != (1, 1) or spec.stride != (1, 1) or spec.groups != 1
+                or spec.transposed or any(p != (0, 0) for p in spec.padding)):
+            return f"{name} must be a 2D 1x1 convolution, stride 1, no padding, one group"
+    if (depthwise.ndim != 2 or depthwise.transposed or depthwise.groups != depthwise.in_channels
+            or depthwise.out_channels != depthwise.in_channels or depthwise.kernel_size != (3, 3)
+            or depthwise.dilation != (1, 1) or depthwise.padding_mode != "zeros"):
+        return "depthwise must be a 2D 3x3 depthwise convolution (multiplier 1), zero padding, no dilation"
+    if expand.out_channels != depthwise.in_channels or depthwise.out_channels != project.in_channels:
+        return (f"channels must chain: expand gives {expand.out_channels}, depthwise takes "
+                f"{depthwise.in_channels} and gives {depthwise.out_channels}, project takes {project.in_channels}")
+    if any(not (isinstance(a, tuple) and len(a) == 2) and a not in CLAMPS for a in activations):
+        return f"activations must be None, 'relu', 'relu6' or (low, high), got {activations}"
+    return None
+
+
+class PreparedPointwiseDepthwisePointwise:
+    """project(depthwise(expand(x))) with each convolution's bias and activation, weights packed once.
+
+    ``chain(x, residual=None)``: x (N, H, W, C_in) channels-last (a channel slice of a larger
+    channels-last array is read in place), residual (N, OH, OW, C_out) added before the last activation;
+    returns (N, OH, OW, C_out), or writes into ``out``.  Weights in PyTorch order: expand (C_mid, C_in,
+    1, 1), depthwise (C_mid, 1, KH, KW), project (C_out, C_mid, 1, 1); biases (C,) or None.
+    """
+
+    def __init__(self, specs: tuple[ConvSpec, ConvSpec, ConvSpec], weights: tuple, biases: tuple,
+                 activations: tuple = (None, None, None)):
+        from .kernels.cpu.simd import VECTOR_BYTES
+        why = chain_fits(*specs, tuple(activations))
+        if why:
+            raise ConvSpecError(why)
+        weights = tuple(np.ascontiguousarray(w) for w in weights)
+        for name, spec, w in zip(("expand", "depthwise", "project"), specs, weights):
+            if tuple(w.shape) != spec.weight_shape:
+                raise ConvSpecError(f"{name} weight must have shape {spec.weight_shape}, got {tuple(w.shape)}")
+        self.specs = specs
+        self.dtype = weights[0].dtype
+        lanes = VECTOR_BYTES // self.dtype.itemsize
+        self.packed = packing.pack_pw_dw_pw(weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
+                                            2 * lanes)
+        self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
+        self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel
+        self._plans: dict = {}
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, H, W, C_in) -> (N, OH, OW, C_out)."""
+        bound = self.specs[1].bind((shape[0], self.specs[1].in_channels, shape[1], shape[2]))
+        return (shape[0], *bound.out_spatial, self.specs[2].out_channels)
+
+    def worthwhile(self, shape: tuple[int, ...], threads: int | None = None) -> bool:
+        """Whether input of ``shape`` (N, H, W, C_in) gives every thread a band of at least MIN_BAND_ROWS
+        output rows: on smaller maps the recomputed rows and idle threads cost more than fusing saves."""
+        return self._plan(tuple(shape), threads or get_num_threads())[1]
+
+    def _plan(self, shape: tuple[int, ...], threads: int) -> tuple:
+        """(output shape, worthwhile, kernel's integer arguments) for an input shape, worked out once (a
+        network calls each block with one shape, and binding the spec cost more than a small block's kernel)."""
+        key = (shape, threads)
+        plan = self._plans.get(key)
+        if plan is None:
+            expand, depthwise, project = self.specs
+            bound = depthwise.bind((shape[0], depthwise.in_channels, shape[1], shape[2]))
+            n, (oh, ow) = shape[0], bound.out_spatial
+            # Enough bands to occupy every thread, none shorter than MIN_BAND_ROWS where the image allows.
+            bands = max(1, min(-(-threads // n), oh // MIN_BAND_ROWS))
+            band_rows = -(-oh // bands)
+            c_out, mid = project.out_channels, self.packed[2].shape[2]
+            width = max(shape[2] + bound.pad_before[1], (ow - 1) * depthwise.stride[1] + 3)
+            group = max(1, min(band_rows, -(-GROUP_PIXELS // ow)))
+            while group > 1 and ((group - 1) * depthwise.stride[0] + 4) * width * mid * self.dtype.itemsize \
+                    + group * ow * mid * self.dtype.itemsize > GROUP_BYTES:
+                group -= 1
+            plan = ((n, oh, ow, c_out), n * (oh // MIN_BAND_ROWS) >= threads,
+                    ((oh * ow * c_out, ow * c_out, c_out), (n, shape[1], shape[2], oh, ow), depthwise.stride,
+                     bound.pad_before, (expand.in_channels, expand.out_channels, c_out), band_rows, group))
+            if len(self._plans) >= 64:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def __call__(self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None,
+                 threads: int | None = None) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != self.specs[0].in_channels \
+                or x.dtype != self.dtype:
+            raise ConvSpecError(f"input must be a {self.dtype} array (N, H, W, {self.specs[0].in_channels}) "
+                                f"channels-last, got {getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}")
+        item = x.itemsize
+        if x.strides[3] != item or any(s % item for s in x.strides):
+            x = np.ascontiguousarray(x)
+        shape, _, (out_strides, sizes, strides, pads, channels, band_rows, group) = \
+            self._plan(x.shape, threads or get_num_threads())
+        for name, array in (("residual", residual), ("out", out)):
+            if array is not None and (not isinstance(array, np.ndarray) or array.shape != shape
+                                      or array.dtype != self.dtype or not array.flags.c_contiguous):
+                raise ConvSpecError(f"{name} must be a C-contiguous {self.dtype} array of shape {shape}, got "
+                                    f"{getattr(array, 'shape', None)} {getattr(array, 'dtype', None)}")
+        result = out if out is not None else np.empty(shape, self.dtype)
+        if result.size == 0:
+            return result
+        conv_pw_dw_pw_rows(_flat_from_first(x), (x.strides[0] // item, x.strides[1] // item, x.strides[2] // item),
+                           *self.packed, result.reshape(-1), out_strides,
+                           residual.reshape(-1) if residual is not None else self._empty,
+                           sizes, strides, pads, channels, band_rows, group, self.clamps)
+        return result
+
+
+def _flat_from_first(x: np.ndarray) -> np.ndarray:
+    """A 1D array starting at x's first element and reaching its last, sharing memory: x itself flattened
+    when contiguous, else a slice of its contiguous base (a channel slice of a larger array), else a
+    strided view."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    item = x.itemsize
+    extent = sum((size - 1) * stride // item for size, stride in zip(x.shape, x.strides)) + 1
+    base = x.base
+    if isinstance(base, np.ndarray) and base.flags.c_contiguous and base.dtype == x.dtype:
+        offset, remainder = divmod(x.__array_interface__["data"][0] - base.__array_interface__["data"][0], item)
+        if remainder == 0 and 0 <= offset and offset + extent <= base.size:
+            return base.reshape(-1)[offset:offset + extent]
+    return np.lib.stride_tricks.as_strided(x, (extent,), (item,))

@@ -1,0 +1,241 @@
+"""Pointwise -> depthwise -> pointwise in one pass over row bands (MobileNetV2's inverted residual,
+ShuffleNet v2's branch), channels-last.
+
+Run layer by layer, the expanded tensor between the three convolutions (6x the block's input) is written
+to memory and read back twice.  Here each job owns a band of output rows of one image and keeps only
+what the next row needs: the expanded input rows the depthwise window covers (a ring of KH rows, zero
+columns at both sides for the padding), one depthwise output row and one projected row, all in L2.  A
+band recomputes the KH - stride expanded rows its neighbour also computes, so bands are kept tall.
+
+The two pointwise stages use the SIMD micro-kernel scheme of simd_direct (6 pixels x 2 vectors of
+accumulators, a broadcast per pixel and input channel); the depthwise stage keeps a channel vector's
+taps in registers while it walks the row.  Channel counts are padded to whole blocks of 2 vectors by
+numbaconv.packing.pack_pw_dw_pw (zero weights and bias: padded channels stay exactly zero).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .simd import vadd, vclamp, vfma, vlanes, vload, vsplat, vstore
+
+PIXELS = 6  # pixels per pointwise block (6 x 2 vectors: 12 accumulators for AVX2's 16 registers)
+
+
+@njit(cache=True)
+def pointwise_block1(src, s0, K, w, w0, ws, bias, b0, dst, d0, clamp, low, high):
+    """pointwise_block6 for one pixel (rows narrower than a block)."""
+    lanes = vlanes(w)
+    a_0 = vload(bias, b0)
+    a_1 = vload(bias, b0 + lanes)
+    for k in range(K):
+        b = vsplat(src, s0 + k)
+        a_0 = vfma(b, vload(w, w0 + k * ws), a_0)
+        a_1 = vfma(b, vload(w, w0 + k * ws + lanes), a_1)
+    if clamp:
+        a_0, a_1 = vclamp(a_0, low, high), vclamp(a_1, low, high)
+    vstore(dst, d0, a_0)
+    vstore(dst, d0 + lanes, a_1)
+
+
+@njit(cache=True)
+def pointwise_pixels(src, s0, sp, pixels, K, w, bias, dst, dst_at, clamp, low, high):
+    """``pixels`` pixels (src[s0 + p*sp + k], k < K) through a pointwise convolution with packed weights
+    w (K, C) (C whole blocks of 2 vectors, bias (C,)): dst[dst_at[p] + j] for j < C, clipped to [low, high]
+    with ``clamp``.  dst_at places each pixel, so a run may cross rows of a padded buffer.  Blocks of 6
+    pixels x 2 vectors in registers, the last block overlapping the one before it; the block is written
+    out here rather than called (a call per block, with every array argument passed field by field, cost
+    as much as a 24-channel reduction).
+    """
+    C = w.shape[1]
+    lanes = vlanes(w)
+    ws = w.reshape(-1)
+    for cb in range(0, C, 2 * lanes):
+        p0 = 0
+        while p0 < pixels and pixels >= PIXELS:
+            p0 = min(p0, pixels - PIXELS)
+            x0 = s0 + p0 * sp
+            a0_0 = vload(bias, cb)
+            a0_1 = vload(bias, cb + lanes)
+            a1_0, a1_1, a2_0, a2_1, a3_0, a3_1 = a0_0, a0_1, a0_0, a0_1, a0_0, a0_1
+            a4_0, a4_1, a5_0, a5_1 = a0_0, a0_1, a0_0, a0_1
+            for k in range(K):
+                w_0 = vload(ws, cb + k * C)
+                w_1 = vload(ws, cb + k * C + lanes)
+                b = vsplat(src, x0 + k)
+                a0_0 = vfma(b, w_0, a0_0)
+                a0_1 = vfma(b, w_1, a0_1)
+                b = vsplat(src, x0 + sp + k)
+                a1_0 = vfma(b, w_0, a1_0)
+                a1_1 = vfma(b, w_1, a1_1)
+                b = vsplat(src, x0 + 2 * sp + k)
+                a2_0 = vfma(b, w_0, a2_0)
+                a2_1 = vfma(b, w_1, a2_1)
+                b = vsplat(src, x0 + 3 * sp + k)
+                a3_0 = vfma(b, w_0, a3_0)
+                a3_1 = vfma(b, w_1, a3_1)
+                b = vsplat(src, x0 + 4 * sp + k)
+                a4_0 = vfma(b, w_0, a4_0)
+                a4_1 = vfma(b, w_1, a4_1)
+                b = vsplat(src, x0 + 5 * sp + k)
+                a5_0 = vfma(b, w_0, a5_0)
+                a5_1 = vfma(b, w_1, a5_1)
+            if clamp:
+                a0_0, a0_1 = vclamp(a0_0, low, high), vclamp(a0_1, low, high)
+                a1_0, a1_1 = vclamp(a1_0, low, high), vclamp(a1_1, low, high)
+                a2_0, a2_1 = vclamp(a2_0, low, high), vclamp(a2_1, low, high)
+                a3_0, a3_1 = vclamp(a3_0, low, high), vclamp(a3_1, low, high)
+                a4_0, a4_1 = vclamp(a4_0, low, high), vclamp(a4_1, low, high)
+                a5_0, a5_1 = vclamp(a5_0, low, high), vclamp(a5_1, low, high)
+            y = dst_at[p0] + cb
+            vstore(dst, y, a0_0)
+            vstore(dst, y + lanes, a0_1)
+            y = dst_at[p0 + 1] + cb
+            vstore(dst, y, a1_0)
+            vstore(dst, y + lanes, a1_1)
+            y = dst_at[p0 + 2] + cb
+            vstore(dst, y, a2_0)
+            vstore(dst, y + lanes, a2_1)
+            y = dst_at[p0 + 3] + cb
+            vstore(dst, y, a3_0)
+            vstore(dst, y + lanes, a3_1)
+            y = dst_at[p0 + 4] + cb
+            vstore(dst, y, a4_0)
+            vstore(dst, y + lanes, a4_1)
+            y = dst_at[p0 + 5] + cb
+            vstore(dst, y, a5_0)
+            vstore(dst, y + lanes, a5_1)
+            p0 += PIXELS
+        if pixels < PIXELS:
+            for p in range(pixels):
+                pointwise_block1(src, s0 + p * sp, K, ws, cb, C, bias, cb, dst, dst_at[p] + cb, clamp, low, high)
+
+
+@njit(cache=True)
+def depthwise3x3_row(ring, r0, r1, r2, taps, bias, mid, OW, sw, C, clamp, low, high):
+    """mid[ow * C + c] = bias[c] + the 3x3 window at column ow * sw of the three padded rows starting at
+    ring[r0], ring[r1], ring[r2] (pixels C apart), for OW outputs; taps (9 * C,) tap-major.
+
+    The loop order of depthwise.conv_depthwise3x3: two output pixels at a time, channel vectors inside,
+    the nine taps unrolled (with channel vectors outside, LLVM gave each of the nine loads its own
+    pointer and spilled them, 2x slower).
+    """
+    lanes = vlanes(taps)
+    step = sw * C
+    ow = 0
+    while ow < OW:
+        pair = ow + 1 < OW
+        a0, a1, a2 = r0 + ow * step, r1 + ow * step, r2 + ow * step
+        for c in range(0, C, lanes):
+            w00, w01, w02 = vload(taps, c), vload(taps, c + C), vload(taps, c + 2 * C)
+            w10, w11, w12 = vload(taps, c + 3 * C), vload(taps, c + 4 * C), vload(taps, c + 5 * C)
+            w20, w21, w22 = vload(taps, c + 6 * C), vload(taps, c + 7 * C), vload(taps, c + 8 * C)
+            start = vload(bias, c)
+            for pixel in range(2 if pair else 1):
+                b0, b1, b2 = a0 + c + pixel * step, a1 + c + pixel * step, a2 + c + pixel * step
+                acc = vfma(vload(ring, b0), w00, start)
+                acc = vfma(vload(ring, b0 + C), w01, acc)
+                acc = vfma(vload(ring, b0 + 2 * C), w02, acc)
+                acc = vfma(vload(ring, b1), w10, acc)
+                acc = vfma(vload(ring, b1 + C), w11, acc)
+                acc = vfma(vload(ring, b1 + 2 * C), w12, acc)
+                acc = vfma(vload(ring, b2), w20, acc)
+                acc = vfma(vload(ring, b2 + C), w21, acc)
+                acc = vfma(vload(ring, b2 + 2 * C), w22, acc)
+                if clamp:
+                    acc = vclamp(acc, low, high)
+                vstore(mid, (ow + pixel) * C + c, acc)
+        ow += 2 if pair else 1
+
+
+@njit(parallel=True, cache=True)
+def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, project, project_bias, out, out_strides,
+                       residual, sizes, strides, pads, real_channels, band_rows, group_rows, clamps):
+    """out = pointwise(depthwise(pointwise(x))) with each stage's bias and clamp; channels-last.
+
+    x         flat input from its first element; x_strides (n, h, w) in elements, channels contiguous
+    expand    (C_in, C_mid) packed pointwise weights, expand_bias (C_mid,)
+    taps      (3, 3, C_mid) depthwise weights, taps_bias (C_mid,)
+    project   (C_mid, C_out_padded), project_bias (C_out_padded,)
+    out       flat output from its first element; out_strides (n, h, w); residual: (0,) or laid out like out
+    sizes     (N, H, W, OH, OW); strides, pads: the depthwise stage's (sh, sw), (top, left)
+    real_channels (C_in, C_mid real, C_out real)
+    band_rows output rows per job; group_rows: output rows computed together (narrow maps: the pointwise
+              stages then run over several rows' pixels at once instead of a row's few blocks)
+    clamps    (3, 3): per stage (apply?, low, high); the last stage's clamp follows the residual
+    """
+    N, H, W, OH, OW = sizes
+    sh, sw = strides
+    ph, pw = pads
+    c_in, c_mid, c_out = real_channels
+    KH, KW, C = taps.shape
+    CO = project.shape[1]
+    xn, xh, xw = x_strides
+    on, oh_, ow_ = out_strides
+    has_residual = residual.shape[0] > 0
+    lanes = vlanes(taps)
+    width = max(W + pw, (OW - 1) * sw + KW)  # padded row: zero columns on both sides
+    span = (group_rows - 1) * sh + KH  # input rows one group of output rows reads: the ring's slots
+    bands = (OH + band_rows - 1) // band_rows
+    tap_flat = taps.reshape(-1)
+    c1, low1, high1 = clamps[0, 0] != 0, clamps[0, 1], clamps[0, 2]
+    c2, low2, high2 = clamps[1, 0] != 0, clamps[1, 1], clamps[1, 2]
+    c3, low3, high3 = clamps[2, 0] != 0, clamps[2, 1], clamps[2, 2]
+    uniform = xh == W * xw  # consecutive input rows continue one pixel stride: one pointwise run
+    for job in prange(N * bands):
+        n = job // bands
+        first = (job % bands) * band_rows
+        last = min(OH, first + band_rows)
+        ring = np.zeros((span + 1) * width * C, taps.dtype)  # expanded rows, then a zero row for padding
+        held = np.full(span, -1, np.int64)                   # the input row each ring slot holds
+        ring_at = np.empty(span * W, np.int64)
+        mid = np.empty(group_rows * OW * C, taps.dtype)
+        mid_at = np.arange(group_rows * OW) * CO
+        window = np.empty(KH, np.int64)
+        row_out = np.empty(group_rows * OW * CO, taps.dtype)
+        for oh0 in range(first, last, group_rows):
+            rows = min(group_rows, last - oh0)
+            # The input rows this group reads that the ring lacks: consecutive, so one pointwise run.
+            lo = max(0, oh0 * sh - ph)
+            hi = min(H, (oh0 + rows - 1) * sh - ph + KH)
+            while lo < hi and held[lo % span] == lo:
+                lo += 1
+            if lo < hi:
+                count = 0
+                for ih in range(lo, hi):
+                    held[ih % span] = ih
+                    for w in range(W):
+                        ring_at[count] = ((ih % span) * width + pw + w) * C
+                        count += 1
+                if uniform:
+                    pointwise_pixels(x, n * xn + lo * xh, xw, count, c_in, expand, expand_bias, ring, ring_at,
+                                     c1, low1, high1)
+                else:
+                    for r in range(hi - lo):
+                        pointwise_pixels(x, n * xn + (lo + r) * xh, xw, W, c_in, expand, expand_bias, ring,
+                                         ring_at[r * W:], c1, low1, high1)
+            for r in range(rows):
+                for kh in range(KH):  # where each window row starts in the ring (the zero row outside the image)
+                    ih = (oh0 + r) * sh - ph + kh
+                    window[kh] = (ih % span if 0 <= ih < H else span) * width * C
+                depthwise3x3_row(ring, window[0], window[1], window[2], tap_flat, taps_bias, mid[r * OW * C:], OW, sw,
+                                 C, c2, low2, high2)
+            pointwise_pixels(mid, 0, C, rows * OW, c_mid, project, project_bias, row_out, mid_at, False, 0.0, 0.0)
+            for r in range(rows):  # the real channels out, with the skip connection and the last clamp
+                base = n * on + (oh0 + r) * oh_
+                for ow in range(OW):
+                    source, target = (r * OW + ow) * CO, base + ow * ow_
+                    c = 0
+                    while c + lanes <= c_out:
+                        value = vload(row_out, source + c)
+                        if has_residual:
+                            value = vadd(value, vload(residual, target + c))
+                        if c3:
+                            value = vclamp(value, low3, high3)
+                        vstore(out, target + c, value)
+                        c += lanes
+                    for c in range(c, c_out):
+                        value = row_out[source + c]
+                        if has_residual:
+                            value += residual[target + c]
+                        if c3:
+                            value = min(max(value, low3), high3)
+                        out[target + c] = value

@@ -1,0 +1,86 @@
+"""The pointwise -> depthwise -> pointwise chain kernel against the float64 reference, layer by layer."""
+import numpy as np
+import pytest
+
+import numbaconv as nc
+from numbaconv.fused_blocks import PreparedPointwiseDepthwisePointwise, chain_fits
+
+from . import reference as ref
+from .conftest import assert_close
+
+
+def _clip(y, activation):
+    if activation is None:
+        return y
+    low, high = {"relu": (0, np.inf), "relu6": (0, 6)}.get(activation, activation)
+    return np.clip(y, low, high)
+
+
+def _chain_reference(x_nchw, weights, biases, stride, activations, residual=None):
+    """float64 NCHW result of the three convolutions, and the |x||w| scale for the tolerance."""
+    c = weights[1].shape[0]
+    y, scale = x_nchw, np.abs(x_nchw)
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        pads, s, g = ([(1, 1), (1, 1)], stride, c) if i == 1 else ([(0, 0), (0, 0)], 1, 1)
+        y = ref.conv(y, w, b, s, pads, 1, g)
+        scale = ref.conv(scale, np.abs(w), np.abs(b), s, pads, 1, g)
+        if i == 2 and residual is not None:
+            y, scale = y + residual, scale + np.abs(residual)
+        y = _clip(y, activations[i])
+    return y, scale
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c_in,c_mid,c_out,size,stride,activations,threads", [
+    (1, 16, 96, 24, (17, 23), 2, ("relu6", "relu6", None), 2),  # MobileNetV2-like, odd sizes, bands
+    (2, 24, 144, 24, (9, 9), 1, ("relu6", "relu6", None), 2),   # narrow: several rows per pointwise run
+    (1, 5, 13, 7, (30, 11), 1, ("relu", None, "relu"), 4),      # ShuffleNet v2 branch, ragged channels, 4 bands
+    (3, 8, 20, 9, (11, 12), 2, ((-0.5, 0.7), "relu", None), 1),  # a clip, one thread: whole images
+    (1, 1, 8, 1, (1, 1), 1, (None, None, None), 2),             # one pixel, one channel
+    (2, 12, 40, 12, (6, 3), 2, ("relu6", None, "relu6"), 3),     # stride larger than the map's width allows
+])
+def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activations, threads, dtype, rng):
+    specs = (nc.ConvSpec(2, c_in, c_mid, 1, bias=True),
+             nc.ConvSpec(2, c_mid, c_mid, 3, stride, 1, groups=c_mid, bias=True),
+             nc.ConvSpec(2, c_mid, c_out, 1, bias=True))
+    weights = [(rng.standard_normal(s.weight_shape) * 0.5 + 0.05).astype(dtype) for s in specs]
+    biases = [(rng.standard_normal(s.out_channels) + 0.1).astype(dtype) for s in specs]
+    chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, activations)
+    x = (rng.standard_normal((n, c_in, *size)) + 0.1).astype(dtype)
+    expected, scale = _chain_reference(x, weights, biases, stride, activations)
+    reduction = c_in + 9 + c_mid
+    y = chain(np.ascontiguousarray(np.moveaxis(x, 1, -1)), threads=threads)
+    assert_close(expected, np.moveaxis(y, -1, 1), 4 * scale, reduction)
+    # A channel slice of a wider array is read in place, a residual is summed before the last clamp.
+    wide = np.concatenate([rng.standard_normal((n, *size, 3)).astype(dtype), np.moveaxis(x, 1, -1)], axis=-1)
+    residual = rng.standard_normal(y.shape).astype(dtype)
+    expected, scale = _chain_reference(x, weights, biases, stride, activations, np.moveaxis(residual, -1, 1))
+    out = np.full(y.shape, np.nan, dtype)
+    assert chain(wide[..., 3:], residual=residual, out=out, threads=threads) is out
+    assert_close(expected, np.moveaxis(out, -1, 1), 4 * scale, reduction)
+    # Rows that do not continue one pixel stride (a spatially strided view) take one run per row.
+    sparse = np.zeros((n, size[0], 2 * size[1], c_in), dtype)
+    sparse[:, :, ::2] = np.moveaxis(x, 1, -1)
+    expected, scale = _chain_reference(x, weights, biases, stride, activations)
+    assert_close(expected, np.moveaxis(chain(sparse[:, :, ::2], threads=threads), -1, 1), 4 * scale, reduction)
+
+
+def test_chain_refuses_what_it_cannot_compute(rng):
+    dense = nc.ConvSpec(2, 8, 8, 3, padding=1)
+    pointwise = nc.ConvSpec(2, 8, 8, 1)
+    depthwise = nc.ConvSpec(2, 8, 8, 3, padding=1, groups=8)
+    assert chain_fits(pointwise, depthwise, pointwise, (None, None, None)) is None
+    assert "depthwise" in chain_fits(pointwise, dense, pointwise, (None, None, None))
+    assert "expand" in chain_fits(dense, depthwise, pointwise, (None, None, None))
+    assert "activations" in chain_fits(pointwise, depthwise, pointwise, ("hardswish", None, None))
+    reflect = nc.ConvSpec(2, 8, 8, 3, padding=1, groups=8, padding_mode="reflect")
+    assert "zero padding" in chain_fits(pointwise, reflect, pointwise, (None,) * 3)
+    weights = [np.ones(s.weight_shape, np.float32) for s in (pointwise, depthwise, pointwise)]
+    chain = PreparedPointwiseDepthwisePointwise((pointwise, depthwise, pointwise), weights, (None,) * 3)
+    with pytest.raises(nc.ConvSpecError, match=r"input must be a float32 array \(N, H, W, 8\)"):
+        chain(np.ones((1, 4, 4, 7), np.float32))
+    with pytest.raises(nc.ConvSpecError, match="residual must be"):
+        chain(np.ones((1, 4, 4, 8), np.float32), residual=np.ones((1, 4, 4, 7), np.float32))
+    with pytest.raises(nc.ConvSpecError, match="weight must have shape"):
+        PreparedPointwiseDepthwisePointwise((pointwise, depthwise, pointwise),
+                                            (weights[0], np.ones((8, 8, 3, 3), np.float32), weights[2]), (None,) * 3)
