@@ -7,7 +7,6 @@ also be called directly, on channels-last input.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from numba import get_num_threads
 
