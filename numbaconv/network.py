@@ -306,7 +306,7 @@ class Network:
 
     # ---- running ---------------------------------------------------------------------------------------------
     def __call__(self, x: np.ndarray, layout: str | None = None, timed: bool = False) -> np.ndarray:
-        from .api import channels_last
+        from .api import channels_last, to_channels_last
         x = np.asarray(x)
         if x.dtype != self.dtype:
             raise TypeError(f"input has dtype {x.dtype} but the network runs in {self.dtype}")
@@ -316,7 +316,7 @@ class Network:
         if tuple(got) != tuple(expected):
             raise ConvSpecError(f"input must have shape (N, {', '.join(map(str, expected))}) "
                                 f"{'channels-last ' if last else ''}for {self.graph.name}, got {x.shape}")
-        values = {self.input_name: x if last else np.ascontiguousarray(np.moveaxis(x, 1, -1))}
+        values = {self.input_name: x if last else to_channels_last(x)}
         for step, release in zip(self.steps, self._release):
             start = time.perf_counter() if timed else 0.0
             values[step.output] = step.run(*(values[name] for name in step.inputs))

@@ -401,3 +401,13 @@ def test_global_average_pooling_step(shape, rng):
     np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=tuple(range(1, x.ndim - 1))), rtol=1e-6)
     flat = x.reshape(shape[0], -1)
     assert _global_avgpool_step(flat) is flat  # already (N, features): nothing to pool
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 17, 19), (2, 16, 9, 33), (3, 5, 11), (2, 9, 3, 4, 10)])
+def test_to_channels_last_copies_any_layout(shape, rng):
+    from numbaconv.api import to_channels_last
+    x = rng.standard_normal(shape).astype(np.float32)
+    for source in (x, x[:, ::-1]):  # contiguous, and a strided view
+        y = to_channels_last(source)
+        assert y.flags.c_contiguous
+        np.testing.assert_array_equal(y, np.moveaxis(source, 1, -1))
