@@ -55,7 +55,9 @@ class PreparedPointwiseDepthwisePointwise:
 
     ``chain(x, residual=None)``: x (N, H, W, C_in) channels-last (a channel slice of a larger
     channels-last array is read in place), residual (N, OH, OW, C_out) added before the last activation;
-    returns (N, OH, OW, C_out), or writes into ``out``.  Weights in PyTorch order: expand (C_mid, C_in,
+    returns (N, OH, OW, C_out), or writes into ``out``.  ``chain(x, interleave_with=a)`` returns ShuffleNet
+    v2's unit ending, channel_shuffle(concat([a, result]), 2) of shape (N, OH, OW, 2 * C_out), in the same
+    pass (``result_first``: concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  Weights in PyTorch order: expand (C_mid, C_in,
     1, 1), depthwise (C_mid, 1, KH, KW), project (C_out, C_mid, 1, 1); biases (C,) or None.
     """
 
@@ -115,7 +117,8 @@ class PreparedPointwiseDepthwisePointwise:
         return plan
 
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None,
-                 threads: int | None = None) -> np.ndarray:
+                 threads: int | None = None, interleave_with: np.ndarray | None = None,
+                 result_first: bool = False) -> np.ndarray:
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != self.specs[0].in_channels \
                 or x.dtype != self.dtype:
             raise ConvSpecError(f"input must be a {self.dtype} array (N, H, W, {self.specs[0].in_channels}) "
@@ -125,6 +128,18 @@ class PreparedPointwiseDepthwisePointwise:
             x = np.ascontiguousarray(x)
         shape, _, (out_strides, sizes, strides, pads, channels, band_rows, group) = \
             self._plan(x.shape, threads or get_num_threads())
+        beside, beside_strides, interleave = self._empty, (0, 0, 0), 0
+        if interleave_with is not None:
+            a = interleave_with
+            if residual is not None or not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != self.dtype:
+                raise ConvSpecError(f"interleave_with must be a {self.dtype} array of the result's shape {shape} "
+                                    f"(and no residual), got {getattr(a, 'shape', None)} {getattr(a, 'dtype', None)}")
+            if a.strides[3] != item or any(st % item for st in a.strides):
+                a = np.ascontiguousarray(a)
+            beside, beside_strides = _flat_from_first(a), tuple(st // item for st in a.strides[:3])
+            interleave = 2 if result_first else 1
+            shape = (*shape[:3], 2 * shape[3])
+            out_strides = tuple(2 * st for st in out_strides)
         for name, array in (("residual", residual), ("out", out)):
             if array is not None and (not isinstance(array, np.ndarray) or array.shape != shape
                                       or array.dtype != self.dtype or not array.flags.c_contiguous):
@@ -136,7 +151,8 @@ class PreparedPointwiseDepthwisePointwise:
         conv_pw_dw_pw_rows(_flat_from_first(x), (x.strides[0] // item, x.strides[1] // item, x.strides[2] // item),
                            *self.packed, result.reshape(-1), out_strides,
                            residual.reshape(-1) if residual is not None else self._empty,
-                           sizes, strides, pads, channels, band_rows, group, self.clamps)
+                           beside, beside_strides, interleave, sizes, strides, pads, channels, band_rows, group,
+                           self.clamps)
         return result
 
 

@@ -139,12 +139,24 @@ class Network:
             chain = match_chain(node) if node.op == "conv" else None
             if chain is not None:
                 convs, bns, acts, add, other = chain
-                fused = tuple(n.name for n in (*convs[1:], *bns, *acts, add) if n is not None)
+                last = acts[2] or add or bns[2] or convs[2]
+                # ShuffleNet v2's ending, shuffle(concat([kept, branch]), 2): stored by the chain in one pass.
+                concat = sole_next(last.output, ("concat",)) if add is None else None
+                shuffle = concat and sole_next(concat.output, ("shuffle",))
+                result_first = None
+                if (shuffle is not None and shuffle.attrs["groups"] == 2 and len(concat.inputs) == 2
+                        and concat.input_shapes[0] == concat.input_shapes[1] and concat.inputs[0] != concat.inputs[1]):
+                    other = concat.inputs[1] if concat.inputs[0] == last.output else concat.inputs[0]
+                    result_first = concat.inputs[0] == last.output
+                    if not produced(other):
+                        other, result_first = None, None
+                tail = (concat, shuffle) if result_first is not None else ()
+                fused = tuple(n.name for n in (*convs[1:], *bns, *acts, add, *tail) if n is not None)
                 absorbed.update(fused)
-                final = (acts[2] or add or bns[2] or convs[2]).output
-                self.steps.append(Step(node.name, "conv", (node.inputs[0], *((other,) if add else ())), final,
-                                       self._chain_step(params, convs, bns, acts, add is not None), fused,
-                                       sum(node_cost(n).flops for n in (*convs, *bns, *acts, add) if n)))
+                self.steps.append(Step(node.name, "conv", (node.inputs[0], *((other,) if other else ())),
+                                       (tail[-1] if tail else last).output,
+                                       self._chain_step(params, convs, bns, acts, add is not None, result_first),
+                                       fused, sum(node_cost(n).flops for n in (*convs, *bns, *acts, add, *tail) if n)))
                 continue
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
@@ -224,9 +236,12 @@ class Network:
         return (spec.replace(bias=bias is not None), weight.astype(self.dtype),
                 None if bias is None else bias.astype(self.dtype))
 
-    def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool):
-        """run(x) (or run(x, summand)): a pointwise -> depthwise -> pointwise chain in one kernel
-        (numbaconv.fused_blocks) when the input has rows enough for every thread, else layer by layer."""
+    def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool,
+                    result_first: bool | None = None):
+        """run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first`` is not None: the
+        result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise -> pointwise chain
+        in one kernel (numbaconv.fused_blocks) when the input has rows enough for every thread, else layer
+        by layer."""
         from .fused_blocks import PreparedPointwiseDepthwisePointwise
         bn_params = [bn and params.get(bn.name) for bn in bns]
         folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]
@@ -234,14 +249,21 @@ class Network:
                                                     tuple(f[2] for f in folded), tuple(_clamp_bounds(a) for a in acts))
         layers: list = []  # the three separate steps, built the first time an input needs them
 
-        def run(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+        def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
             if chain.worthwhile(x.shape):
-                return chain(x, residual=summand)
+                if result_first is not None:
+                    return chain(x, interleave_with=other, result_first=result_first)
+                return chain(x, residual=other)
             if not layers:
                 layers.extend(self._conv_step(conv, params, bn, act, residual=residual and i == 2)
                               for i, (conv, bn, act) in enumerate(zip(convs, bn_params, acts)))
             y = layers[1](layers[0](x))
-            return layers[2](y, summand) if residual else layers[2](y)
+            y = layers[2](y, other) if residual else layers[2](y)
+            if result_first is None:
+                return y
+            both = np.empty((*y.shape[:-1], 2 * y.shape[-1]), y.dtype)
+            both[..., int(not result_first)::2], both[..., int(result_first)::2] = y, other
+            return both
 
         return run
 

@@ -84,3 +84,24 @@ def test_chain_refuses_what_it_cannot_compute(rng):
     with pytest.raises(nc.ConvSpecError, match="weight must have shape"):
         PreparedPointwiseDepthwisePointwise((pointwise, depthwise, pointwise),
                                             (weights[0], np.ones((8, 8, 3, 3), np.float32), weights[2]), (None,) * 3)
+
+
+@pytest.mark.parametrize("c_out,result_first,stride", [(13, False, 1), (16, True, 2), (58, False, 1)])
+def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stride, rng):
+    specs = (nc.ConvSpec(2, c_out, c_out, 1, bias=True),
+             nc.ConvSpec(2, c_out, c_out, 3, stride, 1, groups=c_out, bias=True),
+             nc.ConvSpec(2, c_out, c_out, 1, bias=True))
+    weights = [(rng.standard_normal(s.weight_shape) * 0.5).astype(np.float32) for s in specs]
+    biases = [rng.standard_normal(c_out).astype(np.float32) for _ in specs]
+    activations = ("relu", None, "relu")
+    chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, activations)
+    x = rng.standard_normal((2, 9, 11, 2 * c_out)).astype(np.float32)
+    branch_in = x[..., c_out:]                        # the channel split's second half, read in place
+    result = chain(branch_in)
+    kept = x[..., :c_out] if stride == 1 else rng.standard_normal(result.shape).astype(np.float32)
+    parts = [result, kept] if result_first else [kept, result]
+    expected = ref.channel_shuffle(np.moveaxis(np.concatenate(parts, axis=-1), -1, 1), 2)
+    y = chain(branch_in, interleave_with=kept, result_first=result_first)
+    np.testing.assert_array_equal(np.moveaxis(y, -1, 1), expected)
+    with pytest.raises(nc.ConvSpecError, match="interleave_with must be"):
+        chain(branch_in, interleave_with=kept[..., 1:])

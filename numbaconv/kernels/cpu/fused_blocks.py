@@ -15,7 +15,7 @@ numbaconv.packing.pack_pw_dw_pw (zero weights and bias: padded channels stay exa
 import numpy as np
 from numba import njit, prange
 
-from .simd import vadd, vclamp, vfma, vlanes, vload, vsplat, vstore
+from .simd import vadd, vclamp, vfma, vlanes, vload, vsplat, vstore, vzip_high, vzip_low
 
 PIXELS = 6  # pixels per pointwise block (6 x 2 vectors: 12 accumulators for AVX2's 16 registers)
 
@@ -148,7 +148,8 @@ def depthwise3x3_row(ring, r0, r1, r2, taps, bias, mid, OW, sw, C, clamp, low, h
 
 @njit(parallel=True, cache=True)
 def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, project, project_bias, out, out_strides,
-                       residual, sizes, strides, pads, real_channels, band_rows, group_rows, clamps):
+                       residual, beside, beside_strides, interleave, sizes, strides, pads, real_channels, band_rows,
+                       group_rows, clamps):
     """out = pointwise(depthwise(pointwise(x))) with each stage's bias and clamp; channels-last.
 
     x         flat input from its first element; x_strides (n, h, w) in elements, channels contiguous
@@ -156,6 +157,9 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, proje
     taps      (3, 3, C_mid) depthwise weights, taps_bias (C_mid,)
     project   (C_mid, C_out_padded), project_bias (C_out_padded,)
     out       flat output from its first element; out_strides (n, h, w); residual: (0,) or laid out like out
+    beside    with ``interleave`` 1 (2): ShuffleNet v2's concat([beside, result]) (concat([result, beside]))
+              followed by a shuffle of 2 groups, stored at once: out channel 2c + 1 (2c) is the result's
+              channel c, 2c (2c + 1) beside's; beside is flat from its first element, beside_strides (n, h, w)
     sizes     (N, H, W, OH, OW); strides, pads: the depthwise stage's (sh, sw), (top, left)
     real_channels (C_in, C_mid real, C_out real)
     band_rows output rows per job; group_rows: output rows computed together (narrow maps: the pointwise
@@ -170,6 +174,7 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, proje
     CO = project.shape[1]
     xn, xh, xw = x_strides
     on, oh_, ow_ = out_strides
+    bn_, bh, bw = beside_strides
     has_residual = residual.shape[0] > 0
     lanes = vlanes(taps)
     width = max(W + pw, (OW - 1) * sw + KW)  # padded row: zero columns on both sides
@@ -224,6 +229,27 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, proje
                 for ow in range(OW):
                     source, target = (r * OW + ow) * CO, base + ow * ow_
                     c = 0
+                    if interleave:
+                        other = n * bn_ + (oh0 + r) * bh + ow * bw
+                        while c + lanes <= c_out:
+                            value = vload(row_out, source + c)
+                            if c3:
+                                value = vclamp(value, low3, high3)
+                            kept = vload(beside, other + c)
+                            if interleave == 1:
+                                vstore(out, target + 2 * c, vzip_low(kept, value))
+                                vstore(out, target + 2 * c + lanes, vzip_high(kept, value))
+                            else:
+                                vstore(out, target + 2 * c, vzip_low(value, kept))
+                                vstore(out, target + 2 * c + lanes, vzip_high(value, kept))
+                            c += lanes
+                        for c in range(c, c_out):
+                            value = row_out[source + c]
+                            if c3:
+                                value = min(max(value, low3), high3)
+                            out[target + 2 * c + 2 - interleave] = value
+                            out[target + 2 * c + interleave - 1] = beside[other + c]
+                        continue
                     while c + lanes <= c_out:
                         value = vload(row_out, source + c)
                         if has_residual:

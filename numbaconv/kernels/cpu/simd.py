@@ -167,6 +167,31 @@ def vmul(typingctx, a, b):
     return a(a, b), codegen
 
 
+def _zip_codegen(high):
+    def codegen(context, builder, sig, args):
+        lanes = args[0].type.count
+        start = lanes // 2 if high else 0
+        order = [index for k in range(start, start + lanes // 2) for index in (k, lanes + k)]
+        return builder.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(ir.IntType(32), lanes), order))
+    return codegen
+
+
+@intrinsic
+def vzip_low(typingctx, a, b):
+    """a0, b0, a1, b1, ... from the low halves of a and b (the first lanes of their interleaving)."""
+    if not isinstance(a, SimdVector) or a != b:
+        return None
+    return a(a, b), _zip_codegen(False)
+
+
+@intrinsic
+def vzip_high(typingctx, a, b):
+    """The high halves of a and b interleaved: the last lanes of vzip_low's sequence."""
+    if not isinstance(a, SimdVector) or a != b:
+        return None
+    return a(a, b), _zip_codegen(True)
+
+
 @intrinsic
 def vmax(typingctx, a, b):
     """Lane-wise max(a, b) where a NaN in either propagates (a NaN in ``a`` stays, one in ``b`` is taken)."""
