@@ -88,6 +88,7 @@ def _pad2(values: tuple[int, ...], fill: int = 1) -> tuple[int, int]:
 # ---- prepared convolution ----------------------------------------------------------------------------
 _PLANS_KEPT = 64  # input shapes whose bound spec and kernel arguments a PreparedConv remembers
 POINTWISE_ROW = 96  # pixels per job of a pointwise convolution: a multiple of every SIMD block's pixel count
+WIDE_ROWS_GAIN = 0.95  # one long row per image where its padded width is below this fraction of a row's block work
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
 _CLAMPING_KERNELS = ("simd", "small_groups", "subpixel", "depthwise")  # families whose epilogue applies a relu/relu6 clamp
@@ -149,9 +150,11 @@ class PreparedConv:
         # 1x1, stride 1: with no padding, each image's pixels are one flat GEMM dimension (see _run_simd).
         self.rows_kernel = None
         self.pointwise = math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed
+        self.block_pixels = 1
         if self.kernel == "simd":
             pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
             self.simd_kernel = getattr(simd_direct, f"conv_simd_p{pixels}v{vectors}")
+            self.block_pixels = pixels
             self.packed, self.bias = packing.pack_simd(spec, weight, bias, vectors * lanes)
             per_group = packing.simd_block_channels(spec, vectors * lanes)
             padded_channels = per_group * spec.groups
@@ -289,6 +292,22 @@ class PreparedConv:
             return False
         return not (self.rows_kernel is not None and not last and bound.out_spatial[-1] >= self.rows_width)
 
+    def _wide_rows(self, last: bool, bound, residual: bool = False) -> int:
+        """The padded input width when a stride-1 SIMD convolution runs over each image's output rows as one
+        long row (0 otherwise).  Output pixel (h, w) of the padded input's flattened rows reads pixel
+        h * Wp + w + taps, so the image is one run of pixels whose last Wp - OW columns per row are
+        computed and dropped; for narrow maps that wastes less than ragged rows of 6-pixel blocks (a 7-wide
+        row is two blocks, 12 pixels' work; a 7-wide map costs 9 per row this way).  Not with a residual,
+        which the kernel reads at the result's offsets."""
+        spec = self.spec
+        if (residual or not last or self.kernel != "simd" or self.shuffle_groups or spec.ndim < 2 or self.pointwise
+                or any(s != 1 for s in spec.stride)):
+            return 0
+        width = bound.out_spatial[-1]
+        padded = bound.in_spatial[-1] + bound.pad_before[-1] + bound.pad_after[-1]
+        row_work = -(-width // self.block_pixels) * self.block_pixels if width >= self.block_pixels else 2 * width
+        return padded if padded < WIDE_ROWS_GAIN * row_work else 0
+
     # The CPU path: one channels-last padded copy in, the kernel, one copy to the caller's layout out.
     def _run(self, x: np.ndarray, last: bool, out: np.ndarray | None, clamp: tuple = _NO_CLAMP,
              residual: np.ndarray | None = None) -> np.ndarray:
@@ -362,20 +381,27 @@ class PreparedConv:
                   residual: np.ndarray | None) -> np.ndarray:
         """The SIMD kernel reads either layout through strides and stores straight into the result; only a
         folded channel shuffle goes through a channels-last scratch buffer and a gather copy."""
-        read_last, before, after, calls = self._simd_plan(x.shape, last, bound)
+        read_last, before, after, calls, wide = self._simd_plan(x.shape, last, bound, residual is not None)
         if read_last:
             xin = self._channels_last_padded(x, last, before, after)
         else:
             xin = _pad_channels_first(_to_5d_channels_first(x), before, after,
                                       PADDING_MODE_CODES[self.spec.padding_mode])
         scratch = self.shuffle_groups and not self.shuffle_in_strides
-        y = np.empty((bound.batch, *_pad3(bound.out_spatial, 1), self.kernel_channels), self.dtype) \
-            if scratch else result
+        if wide:  # one long row per image, into a buffer as wide as the padded input (see _wide_rows)
+            out3 = _pad3(bound.out_spatial, 1)
+            y = np.empty((bound.batch, out3[0], out3[1], wide, self.spec.out_channels), self.dtype)
+        else:
+            y = np.empty((bound.batch, *_pad3(bound.out_spatial, 1), self.kernel_channels), self.dtype) \
+                if scratch else result
         flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
         flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
         for x_start, x_strides, y_start, y_strides, shape, steps in calls:
             self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:],
                              flat_r[y_start:] if flat_r.shape[0] else flat_r, y_strides, shape, *steps, *clamp)
+        if wide:
+            np.copyto(_to_5d_channels_last(result), y[:, :, :, :out3[2]])
+            return result
         return self._deliver(y, result, last) if scratch else result
 
     def _run_rows(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple) -> np.ndarray:
@@ -393,11 +419,12 @@ class PreparedConv:
         self.rows_kernel(rows, self.rows_packed, self.rows_bias, out4, taps, sh, dh, *clamp)
         return result
 
-    def _simd_plan(self, shape: tuple[int, ...], last: bool, bound) -> tuple:
-        """(read_last, pad before, pad after, kernel calls) for one input shape and layout, worked out once:
+    def _simd_plan(self, shape: tuple[int, ...], last: bool, bound, residual: bool = False) -> tuple:
+        """(read_last, pad before, pad after, kernel calls, wide) for one input shape and layout, worked out once:
         a network calls each layer with the same shape every time, and this arithmetic cost more than a
-        small layer's kernel.  Each call is (x offset, x strides, y offset, y strides, rows, steps)."""
-        key = (shape, last)
+        small layer's kernel.  Each call is (x offset, x strides, y offset, y strides, rows, steps); wide is
+        _wide_rows' padded width (the kernel then writes a buffer that wide) or 0."""
+        key = (shape, last, residual)
         plan = self._simd_plans.get(key)
         if plan is not None:
             return plan
@@ -423,6 +450,7 @@ class PreparedConv:
         else:
             out_group = per_group * y_strides[1]
         pixels = math.prod(out3)
+        wide = self._wide_rows(last, bound, residual)
         if self.pointwise and not any(before) and not any(after) and pixels > out3[2]:
             # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of
             # POINTWISE_ROW (a multiple of every block's pixel count), the last row taking the remainder,
@@ -437,12 +465,19 @@ class PreparedConv:
                           for rows_shape, start in (((n, 1, rows - 1, POINTWISE_ROW), 0),
                                                     ((n, 1, 1, final), (rows - 1) * POINTWISE_ROW))
                           if rows_shape[2])
+        elif wide:
+            # (h, w) of the output is pixel h * wide + w of one long row; the buffer is (N, OD, OH, wide, C).
+            length = (out3[1] - 1) * wide + out3[2]
+            plane = out3[1] * wide * spec.out_channels
+            y_strides = (out3[0] * plane, 1, plane, plane, spec.out_channels)
+            calls = ((0, x_strides, 0, y_strides, (n, out3[0], 1, length),
+                      (per_group, per_group, 1, 1, 1, *_pad3(spec.dilation, 1))),)
         else:
             calls = ((0, x_strides, 0, y_strides, (n, *out3),
                       (out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1))),)
         if len(self._simd_plans) >= _PLANS_KEPT:
             self._simd_plans.clear()
-        plan = self._simd_plans[key] = (read_last, before, after, calls)
+        plan = self._simd_plans[key] = (read_last, before, after, calls, wide)
         return plan
 
     def _run_subpixel(self, x: np.ndarray, last: bool, bound, result: np.ndarray, clamp: tuple,

@@ -411,3 +411,29 @@ def test_to_channels_last_copies_any_layout(shape, rng):
         y = to_channels_last(source)
         assert y.flags.c_contiguous
         np.testing.assert_array_equal(y, np.moveaxis(source, 1, -1))
+
+
+@pytest.mark.parametrize("nd,cin,cout,k,padding,dilation,groups,size,wide", [
+    (2, 16, 32, 3, 1, 1, 1, (14, 14), True),   # a 14-wide map: 16 padded columns beat 18 in three blocks
+    (2, 8, 24, 3, 1, 1, 1, (7, 7), True),
+    (2, 12, 36, 3, 2, 2, 3, (9, 5), True),     # dilation and groups
+    (3, 4, 16, 3, 1, 1, 1, (3, 5, 7), True),   # one long row per depth plane
+    (2, 6, 16, 5, (1, 3), 1, 1, (4, 5), True),  # unequal padding per dimension
+    (2, 8, 16, 3, 1, 1, 1, (5, 28), False),    # 28 wide: whole blocks, rows as they are
+])
+def test_narrow_maps_run_as_one_long_row(nd, cin, cout, k, padding, dilation, groups, size, wide, rng):
+    spec = nc.ConvSpec(nd, cin, cout, k, 1, padding, dilation, groups, bias=True)
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal(spec.weight_shape) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(cout) + 0.1).astype(np.float32)
+    prepared = nc.prepare(spec, w, b, activation="relu")
+    bound = spec.bind(x.shape)
+    assert bool(prepared._wide_rows(True, bound)) == wide
+    assert not prepared._wide_rows(False, bound) and not prepared._wide_rows(True, bound, residual=True)
+    pads = list(zip(bound.pad_before, bound.pad_after))
+    expected = np.maximum(ref.conv(x, w, b, 1, pads, dilation, groups), 0)
+    out = np.full((2, *bound.out_spatial, cout), np.nan, np.float32)
+    y = prepared(np.moveaxis(x, 1, -1), layout="channels_last", out=out)
+    assert y is out
+    assert_close(expected, np.moveaxis(y, -1, 1), ref.conv(np.abs(x), np.abs(w), np.abs(b), 1, pads, dilation, groups),
+                 reduction=w[0].size)
