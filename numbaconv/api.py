@@ -297,10 +297,11 @@ class PreparedConv:
         long row (0 otherwise).  Output pixel (h, w) of the padded input's flattened rows reads pixel
         h * Wp + w + taps, so the image is one run of pixels whose last Wp - OW columns per row are
         computed and dropped; for narrow maps that wastes less than ragged rows of 6-pixel blocks (a 7-wide
-        row is two blocks, 12 pixels' work; a 7-wide map costs 9 per row this way).  Not with a residual,
-        which the kernel reads at the result's offsets."""
+        row is two blocks, 12 pixels' work; a 7-wide map costs 9 per row this way).  The buffer is
+        channels-last, so channels-first results also gain whole-vector stores (then one transposing copy).
+        Not with a residual, which the kernel reads at the result's offsets."""
         spec = self.spec
-        if (residual or not last or self.kernel != "simd" or self.shuffle_groups or spec.ndim < 2 or self.pointwise
+        if (residual or self.kernel != "simd" or self.shuffle_groups or spec.ndim < 2 or self.pointwise
                 or any(s != 1 for s in spec.stride)):
             return 0
         width = bound.out_spatial[-1]
@@ -400,7 +401,16 @@ class PreparedConv:
             self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:],
                              flat_r[y_start:] if flat_r.shape[0] else flat_r, y_strides, shape, *steps, *clamp)
         if wide:
-            np.copyto(_to_5d_channels_last(result), y[:, :, :, :out3[2]])
+            if last:
+                np.copyto(_to_5d_channels_last(result), y[:, :, :, :out3[2]])
+                return result
+            out5 = _to_5d_channels_first(result)
+            lanes = VECTOR_BYTES // self.dtype.itemsize
+            if out3[2] >= lanes and out5.shape[1] >= lanes:
+                cpu_layout.channels_last_to_first_blocks(y, out5)
+            else:
+                cpu_layout.channels_last_to_first(y[:, :, :, :out3[2]], out5,
+                                                  np.arange(self.spec.out_channels, dtype=np.int64))
             return result
         return self._deliver(y, result, last) if scratch else result
 

@@ -141,11 +141,13 @@ def channels_last_to_first(y, out, channel_source):
 @njit(parallel=True, cache=True)
 def channels_last_to_first_blocks(y, out):
     """out[n, c, d, h, w] = y[n, d, h, w, c] for C-contiguous arrays with C_out and W at least one vector;
-    y may hold more (padding) channels after the C_out real ones.  The transpose of
-    channels_first_to_last_blocks, a lanes x lanes block in registers at a time.
+    y may hold more (padding) channels after the C_out real ones, and more columns after the W real ones
+    (a wide-row buffer).  The transpose of channels_first_to_last_blocks, a lanes x lanes block in
+    registers at a time.
     """
     N, C, D, H, W = out.shape
     CY = y.shape[4]
+    YW = y.shape[3]
     lanes = vlanes(y)
     ys = y.reshape(-1)
     os = out.reshape(-1)
@@ -154,7 +156,7 @@ def channels_last_to_first_blocks(y, out):
     for job in prange(N * D * H * blocks):
         n, d, h = split_row(job // blocks, D, H)
         c0 = (job % blocks) * lanes
-        source = (((n * D + d) * H + h) * W) * CY
+        source = (((n * D + d) * H + h) * YW) * CY
         target = n * C * plane + (d * H + h) * W
         w0 = 0
         while w0 < W:
