@@ -161,13 +161,17 @@ def kernel_source(pixels: int, vectors: int) -> str:
         for p in range(count):
             for v in range(vectors):
                 emit(f"{pad}    vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
-        emit(f"{pad}else:")
+        emit(f"{pad}else:  # the last block of a group: whole vectors stored as such, empty ones skipped")
         for v in range(vectors):
+            emit(f"{pad}    if oc == 1 and count{v} == lanes:")
+            for p in range(count):
+                emit(f"{pad}        vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
+            emit(f"{pad}    elif count{v} > 0:")
             if count == 1:
-                emit(f"{pad}    scatter_vector(os, out_row + ow0 * ow_ + {v} * lanes * oc, oc, a0_{v}, count{v})")
+                emit(f"{pad}        scatter_vector(os, out_row + ow0 * ow_ + {v} * lanes * oc, oc, a0_{v}, count{v})")
             else:
                 block = ", ".join(f"a{p}_{v}" for p in range(count))
-                emit(f"{pad}    scatter_pixels{count}(os, out_row + ow0 * ow_ + {v} * lanes * oc, ow_, oc, {block}, "
+                emit(f"{pad}        scatter_pixels{count}(os, out_row + ow0 * ow_ + {v} * lanes * oc, ow_, oc, {block}, "
                      f"count{v})")
         emit(f"{pad}ow0 += {count}")
     return "\n".join(lines) + "\n"

@@ -266,9 +266,25 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                 vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
                 vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
                 vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
-            else:
-                scatter_pixels6(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, count0)
-                scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                elif count0 > 0:
+                    scatter_pixels6(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, count0)
+                if oc == 1 and count1 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+                elif count1 > 0:
+                    scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
             ow0 += 6
         while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -299,9 +315,15 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
             if contiguous:
                 vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
                 vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
-            else:
-                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                elif count0 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                if oc == 1 and count1 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                elif count1 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
             ow0 += 1
 
 
@@ -492,8 +514,22 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                 vstore(os, out_row + (ow0 + 9) * ow_ + 0 * lanes, a9_0)
                 vstore(os, out_row + (ow0 + 10) * ow_ + 0 * lanes, a10_0)
                 vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
-            else:
-                scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                    vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                    vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                    vstore(os, out_row + (ow0 + 8) * ow_ + 0 * lanes, a8_0)
+                    vstore(os, out_row + (ow0 + 9) * ow_ + 0 * lanes, a9_0)
+                    vstore(os, out_row + (ow0 + 10) * ow_ + 0 * lanes, a10_0)
+                    vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
+                elif count0 > 0:
+                    scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
             ow0 += 12
         while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -517,8 +553,11 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                 a0_0 = vclamp(a0_0, low, high)
             if contiguous:
                 vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
-            else:
-                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                elif count0 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
             ow0 += 1
 
 
@@ -778,11 +817,43 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                 vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
                 vstore(os, out_row + (ow0 + 5) * ow_ + 2 * lanes, a5_2)
                 vstore(os, out_row + (ow0 + 5) * ow_ + 3 * lanes, a5_3)
-            else:
-                scatter_pixels6(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, count0)
-                scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
-                scatter_pixels6(os, out_row + ow0 * ow_ + 2 * lanes * oc, ow_, oc, a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, count2)
-                scatter_pixels6(os, out_row + ow0 * ow_ + 3 * lanes * oc, ow_, oc, a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, count3)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                elif count0 > 0:
+                    scatter_pixels6(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, count0)
+                if oc == 1 and count1 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+                elif count1 > 0:
+                    scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
+                if oc == 1 and count2 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 2 * lanes, a1_2)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 2 * lanes, a2_2)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 2 * lanes, a3_2)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 2 * lanes, a4_2)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 2 * lanes, a5_2)
+                elif count2 > 0:
+                    scatter_pixels6(os, out_row + ow0 * ow_ + 2 * lanes * oc, ow_, oc, a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, count2)
+                if oc == 1 and count3 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 3 * lanes, a1_3)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 3 * lanes, a2_3)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 3 * lanes, a3_3)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 3 * lanes, a4_3)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 3 * lanes, a5_3)
+                elif count3 > 0:
+                    scatter_pixels6(os, out_row + ow0 * ow_ + 3 * lanes * oc, ow_, oc, a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, count3)
             ow0 += 6
         while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -827,11 +898,23 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                 vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
                 vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
                 vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
-            else:
-                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
-                scatter_vector(os, out_row + ow0 * ow_ + 2 * lanes * oc, oc, a0_2, count2)
-                scatter_vector(os, out_row + ow0 * ow_ + 3 * lanes * oc, oc, a0_3, count3)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                elif count0 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                if oc == 1 and count1 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                elif count1 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+                if oc == 1 and count2 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
+                elif count2 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 2 * lanes * oc, oc, a0_2, count2)
+                if oc == 1 and count3 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
+                elif count3 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 3 * lanes * oc, oc, a0_3, count3)
             ow0 += 1
 
 
@@ -1109,9 +1192,37 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                 vstore(os, out_row + (ow0 + 10) * ow_ + 1 * lanes, a10_1)
                 vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
                 vstore(os, out_row + (ow0 + 11) * ow_ + 1 * lanes, a11_1)
-            else:
-                scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
-                scatter_pixels12(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1, a8_1, a9_1, a10_1, a11_1, count1)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                    vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                    vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                    vstore(os, out_row + (ow0 + 8) * ow_ + 0 * lanes, a8_0)
+                    vstore(os, out_row + (ow0 + 9) * ow_ + 0 * lanes, a9_0)
+                    vstore(os, out_row + (ow0 + 10) * ow_ + 0 * lanes, a10_0)
+                    vstore(os, out_row + (ow0 + 11) * ow_ + 0 * lanes, a11_0)
+                elif count0 > 0:
+                    scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
+                if oc == 1 and count1 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+                    vstore(os, out_row + (ow0 + 6) * ow_ + 1 * lanes, a6_1)
+                    vstore(os, out_row + (ow0 + 7) * ow_ + 1 * lanes, a7_1)
+                    vstore(os, out_row + (ow0 + 8) * ow_ + 1 * lanes, a8_1)
+                    vstore(os, out_row + (ow0 + 9) * ow_ + 1 * lanes, a9_1)
+                    vstore(os, out_row + (ow0 + 10) * ow_ + 1 * lanes, a10_1)
+                    vstore(os, out_row + (ow0 + 11) * ow_ + 1 * lanes, a11_1)
+                elif count1 > 0:
+                    scatter_pixels12(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1, a8_1, a9_1, a10_1, a11_1, count1)
             ow0 += 12
         while ow0 < OW:  # the last pixel
             a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
@@ -1142,7 +1253,13 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
             if contiguous:
                 vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
                 vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
-            else:
-                scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
-                scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
+            else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                if oc == 1 and count0 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                elif count0 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 0 * lanes * oc, oc, a0_0, count0)
+                if oc == 1 and count1 == lanes:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                elif count1 > 0:
+                    scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
             ow0 += 1
