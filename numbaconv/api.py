@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 from . import dispatch, packing, subpixel
@@ -434,7 +435,8 @@ class PreparedConv:
         a network calls each layer with the same shape every time, and this arithmetic cost more than a
         small layer's kernel.  Each call is (x offset, x strides, y offset, y strides, rows, steps); wide is
         _wide_rows' padded width (the kernel then writes a buffer that wide) or 0."""
-        key = (shape, last, residual)
+        threads = numba.get_num_threads()
+        key = (shape, last, residual, threads)
         plan = self._simd_plans.get(key)
         if plan is not None:
             return plan
@@ -461,6 +463,10 @@ class PreparedConv:
             out_group = per_group * y_strides[1]
         pixels = math.prod(out3)
         wide = self._wide_rows(last, bound, residual)
+
+        def inner(call_shape: tuple) -> bool:
+            return dispatch.channels_inner(self.packed.nbytes, math.prod(call_shape[:3]), threads)
+
         if self.pointwise and not any(before) and not any(after) and pixels > out3[2]:
             # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of
             # POINTWISE_ROW (a multiple of every block's pixel count), the last row taking the remainder,
@@ -471,7 +477,7 @@ class PreparedConv:
             x_pixel, y_pixel = x_strides[4], y_strides[4]
             calls = tuple((start * x_pixel, (*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
                            start * y_pixel, (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
-                           rows_shape, (out_group, per_group, 1, 1, 1, 1, 1, 1))
+                           rows_shape, (out_group, per_group, 1, 1, 1, 1, 1, 1, inner(rows_shape)))
                           for rows_shape, start in (((n, 1, rows - 1, POINTWISE_ROW), 0),
                                                     ((n, 1, 1, final), (rows - 1) * POINTWISE_ROW))
                           if rows_shape[2])
@@ -481,10 +487,10 @@ class PreparedConv:
             plane = out3[1] * wide * spec.out_channels
             y_strides = (out3[0] * plane, 1, plane, plane, spec.out_channels)
             calls = ((0, x_strides, 0, y_strides, (n, out3[0], 1, length),
-                      (per_group, per_group, 1, 1, 1, *_pad3(spec.dilation, 1))),)
+                      (per_group, per_group, 1, 1, 1, *_pad3(spec.dilation, 1), inner((n, out3[0], 1)))),)
         else:
             calls = ((0, x_strides, 0, y_strides, (n, *out3),
-                      (out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1))),)
+                      (out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), inner((n, *out3)))),)
         if len(self._simd_plans) >= _PLANS_KEPT:
             self._simd_plans.clear()
         plan = self._simd_plans[key] = (read_last, before, after, calls, wide)
@@ -518,7 +524,7 @@ class PreparedConv:
             kernel(flat_x[x_offset:], x_strides, packed, padded_bias, flat_y[y_offset:],
                    flat_r[y_offset:] if flat_r.shape[0] else flat_r, phase_strides,
                    (n, *_pad3(count, 1)), per_group * y_strides[1], per_group, 1, 1, 1, *_pad3(phase.dilation, 1),
-                   *clamp)
+                   False, *clamp)
         for phase, *_ in self.subpixel_phases:  # outputs no tap reaches: the bias alone
             if phase.empty:
                 self._fill_bias(result, last, phase.offset, clamp, residual)

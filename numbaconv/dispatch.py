@@ -51,6 +51,18 @@ def rows_block(registers: int) -> tuple[int, int]:
     return ROWS_BLOCKS[32 if registers >= 32 else 16]
 
 
+# A SIMD kernel job covers every channel block of its output row when the packed weights stay in L2 this
+# way (a pointwise layer then writes whole pixel runs, not one cache line per pixel and block) and the
+# rows still give each thread several jobs.
+CHANNELS_INNER_WEIGHT_BYTES = 128 << 10
+CHANNELS_INNER_ROWS_PER_THREAD = 4
+
+
+def channels_inner(weight_bytes: int, rows: int, threads: int) -> bool:
+    """Whether a SIMD kernel call over ``rows`` output rows loops over channel blocks inside each job."""
+    return weight_bytes <= CHANNELS_INNER_WEIGHT_BYTES and rows >= CHANNELS_INNER_ROWS_PER_THREAD * threads
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -438,3 +438,31 @@ def test_narrow_maps_run_as_one_long_row(nd, cin, cout, k, padding, dilation, gr
     assert y is out
     assert_close(expected, np.moveaxis(y, -1, 1), scale, reduction=w[0].size)
     assert_close(expected, prepared(x), scale, reduction=w[0].size)  # channels-first: a transposing copy out
+
+
+@pytest.mark.parametrize("inner", [True, False])
+@pytest.mark.parametrize("k,groups,shuffle,size", [(1, 3, 3, (9, 13)), (3, 2, 0, (8, 11)), (1, 1, 0, (20, 15))])
+def test_channel_blocks_inside_or_across_jobs(inner, k, groups, shuffle, size, rng, monkeypatch):
+    """Both job layouts of the SIMD kernel (dispatch.channels_inner): one channel block per job, or all."""
+    monkeypatch.setattr(dispatch, "CHANNELS_INNER_WEIGHT_BYTES", 1 << 30 if inner else 0)
+    monkeypatch.setattr(dispatch, "CHANNELS_INNER_ROWS_PER_THREAD", 0)
+    cin, cout = 6 * groups, 40 * groups  # 40 per group: two whole blocks and a half-filled one
+    spec = nc.ConvSpec(2, cin, cout, k, 1, k // 2, 1, groups, bias=True)
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal(spec.weight_shape) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(cout) + 0.1).astype(np.float32)
+    pads = [(k // 2, k // 2)] * 2
+    expected = ref.conv(x, w, b, 1, pads, 1, groups)
+    scale = ref.conv(np.abs(x), np.abs(w), np.abs(b), 1, pads, 1, groups)
+    if shuffle:
+        expected, scale = ref.channel_shuffle(expected, shuffle), ref.channel_shuffle(scale, shuffle)
+    residual = rng.standard_normal(expected.shape).astype(np.float32)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation="relu")
+    for last in (False, True):
+        move = (lambda a: np.moveaxis(a, 1, -1)) if last else (lambda a: a)
+        layout = "channels_last" if last else None
+        y = prepared(move(x), layout=layout, residual=move(residual))
+        assert_close(np.maximum(expected + residual, 0), np.moveaxis(y, -1, 1) if last else y,
+                     scale + np.abs(residual), reduction=w[0].size + 1)
+        calls = [plan for key, plan in prepared._simd_plans.items() if key[1] == last][0][3]
+        assert all(call[5][-1] == inner for call in calls)
