@@ -153,7 +153,7 @@ class Network:
                 tail = (concat, shuffle) if result_first is not None else ()
                 fused = tuple(n.name for n in (*convs[1:], *bns, *acts, add, *tail) if n is not None)
                 absorbed.update(fused)
-                self.steps.append(Step(node.name, "conv", (node.inputs[0], *((other,) if other else ())),
+                self.steps.append(Step(node.name, "pw-dw-pw", (node.inputs[0], *((other,) if other else ())),
                                        (tail[-1] if tail else last).output,
                                        self._chain_step(params, convs, bns, acts, add is not None, result_first),
                                        fused, sum(node_cost(n).flops for n in (*convs, *bns, *acts, add, *tail) if n)))

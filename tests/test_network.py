@@ -162,7 +162,7 @@ def test_onnx_graph_matches_onnxruntime(make, rng):
     assert relative_error(y, expected) < 1e-4
     if make is shufflenet_style:  # the Reshape/Transpose/Reshape became one shuffle, folded into its conv
         shuffles = {n.name for n in net.graph.nodes if n.op == "shuffle"}
-        assert shuffles and all(any(name in step.fused for step in net.steps if step.op == "conv")
+        assert shuffles and all(any(name in step.fused for step in net.steps if step.op in ("conv", "pw-dw-pw"))
                                 for name in shuffles)
 
 
