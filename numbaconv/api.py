@@ -280,8 +280,10 @@ class PreparedConv:
         shape = (n, *out_spatial, c_out) if last else (n, c_out, *out_spatial)
         expected = shape[1:] if unbatched else shape
         if tuple(residual.shape) != expected:
-            order = f"(N, {_SPATIAL_NAMES[self.spec.ndim]}, C_out)" if last else f"(N, C_out, {_SPATIAL_NAMES[self.spec.ndim]})"
-            raise ConvSpecError(f"residual must have the result's shape {order} = {expected}, got {tuple(residual.shape)}")
+            spatial = _SPATIAL_NAMES[self.spec.ndim]
+            order = f"(N, {spatial}, C_out)" if last else f"(N, C_out, {spatial})"
+            raise ConvSpecError(f"residual must have the result's shape {order} = {expected}, "
+                                f"got {tuple(residual.shape)}")
         return np.ascontiguousarray(residual).reshape(shape)
 
     def _residual_in_kernel(self, last: bool, bound) -> bool:

@@ -53,12 +53,12 @@ def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activat
 class PreparedPointwiseDepthwisePointwise:
     """project(depthwise(expand(x))) with each convolution's bias and activation, weights packed once.
 
-    ``chain(x, residual=None)``: x (N, H, W, C_in) channels-last (a channel slice of a larger
-    channels-last array is read in place), residual (N, OH, OW, C_out) added before the last activation;
-    returns (N, OH, OW, C_out), or writes into ``out``.  ``chain(x, interleave_with=a)`` returns ShuffleNet
-    v2's unit ending, channel_shuffle(concat([a, result]), 2) of shape (N, OH, OW, 2 * C_out), in the same
-    pass (``result_first``: concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  Weights in PyTorch order: expand (C_mid, C_in,
-    1, 1), depthwise (C_mid, 1, KH, KW), project (C_out, C_mid, 1, 1); biases (C,) or None.
+    ``chain(x, residual=None)``: x (N, H, W, C_in) channels-last (a channel slice of a larger channels-last
+    array is read in place), residual (N, OH, OW, C_out) added before the last activation; returns (N, OH, OW,
+    C_out), or writes into ``out``.  ``chain(x, interleave_with=a)`` returns ShuffleNet v2's unit ending,
+    channel_shuffle(concat([a, result]), 2) of shape (N, OH, OW, 2 * C_out), in the same pass (``result_first``:
+    concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  Weights in PyTorch order: expand (C_mid,
+    C_in, 1, 1), depthwise (C_mid, 1, KH, KW), project (C_out, C_mid, 1, 1); biases (C,) or None.
     """
 
     def __init__(self, specs: tuple[ConvSpec, ConvSpec, ConvSpec], weights: tuple, biases: tuple,

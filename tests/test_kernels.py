@@ -335,7 +335,7 @@ def _activate(y, activation):
     (dict(nd=2, cin=12, cout=48, k=1, stride=1, size=(5, 13), groups=3, shuffle=4), False),  # scratch + gather
     (dict(nd=3, cin=4, cout=9, k=3, stride=1, size=(3, 4, 5)), True),
     (dict(nd=1, cin=5, cout=20, k=5, stride=3, size=(33,)), True),
-    (dict(nd=2, cin=3, cout=8, k=3, stride=1, size=(6, 40)), (False, True)),  # channels-first: the rows kernel sums after
+    (dict(nd=2, cin=3, cout=8, k=3, stride=1, size=(6, 40)), (False, True)),  # NCHW: the rows kernel, sum after
     (dict(nd=2, cin=16, cout=16, k=3, stride=1, size=(9, 12), groups=16), False),  # depthwise sums after
     (dict(nd=2, cin=16, cout=24, k=3, stride=2, size=(5, 6), transposed=True), True),
     (dict(nd=2, cin=16, cout=24, k=1, stride=2, size=(4, 5), transposed=True), True),  # phases no tap reaches
@@ -364,7 +364,8 @@ def test_residual_is_added_before_the_activation(case, in_kernel, activation, rn
     for last in (False, True):
         move = (lambda a: np.moveaxis(a, 1, -1)) if last else (lambda a: a)
         bound = spec.bind(x.shape)
-        assert prepared._residual_in_kernel(last, bound) == (in_kernel[last] if isinstance(in_kernel, tuple) else in_kernel)
+        assert prepared._residual_in_kernel(last, bound) == (in_kernel[last] if isinstance(in_kernel, tuple)
+                                                             else in_kernel)
         y = prepared(move(x), layout="channels_last" if last else None, residual=move(residual)[::1])
         y = np.moveaxis(y, -1, 1) if last else y
         assert_close(expected, y, scale + np.abs(residual), reduction=w[0].size + 1)
