@@ -32,12 +32,16 @@ GROUP_PIXELS = 48
 GROUP_BYTES = 256 << 10
 
 
-def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activations: tuple) -> str | None:
-    """None when the three specs form a chain this kernel computes exactly, else why not."""
+def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activations: tuple,
+               shuffle_groups: int = 0) -> str | None:
+    """None when the three specs (and a channel shuffle of ``shuffle_groups`` after the first) form a
+    chain this kernel computes exactly, else why not."""
     for name, spec in (("expand", expand), ("project", project)):
-        if (spec.ndim != 2 or spec.kernel_size != (1, 1) or spec.stride != (1, 1) or spec.groups != 1
-                or spec.transposed or any(p != (0, 0) for p in spec.padding)):
-            return f"{name} must be a 2D 1x1 convolution, stride 1, no padding, one group"
+        if (spec.ndim != 2 or spec.kernel_size != (1, 1) or spec.stride != (1, 1) or spec.transposed
+                or any(p != (0, 0) for p in spec.padding)):
+            return f"{name} must be a 2D 1x1 convolution, stride 1, no padding"
+    if shuffle_groups and expand.out_channels % shuffle_groups:
+        return f"shuffle groups={shuffle_groups} must divide the expansion's {expand.out_channels} channels"
     if (depthwise.ndim != 2 or depthwise.transposed or depthwise.groups != depthwise.in_channels
             or depthwise.out_channels != depthwise.in_channels or depthwise.kernel_size != (3, 3)
             or depthwise.dilation != (1, 1) or depthwise.padding_mode != "zeros"):
@@ -51,20 +55,22 @@ def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activat
 
 
 class PreparedPointwiseDepthwisePointwise:
-    """project(depthwise(expand(x))) with each convolution's bias and activation, weights packed once.
+    """project(depthwise(expand(x))) with each convolution's bias and activation, weights packed once; the
+    pointwise stages may be grouped, with ``shuffle_groups`` a channel shuffle after the expansion
+    (ShuffleNet's unit), folded into the weights' order.
 
     ``chain(x, residual=None)``: x (N, H, W, C_in) channels-last (a channel slice of a larger channels-last
     array is read in place), residual (N, OH, OW, C_out) added before the last activation; returns (N, OH, OW,
     C_out), or writes into ``out``.  ``chain(x, interleave_with=a)`` returns ShuffleNet v2's unit ending,
     channel_shuffle(concat([a, result]), 2) of shape (N, OH, OW, 2 * C_out), in the same pass (``result_first``:
     concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  Weights in PyTorch order: expand (C_mid,
-    C_in, 1, 1), depthwise (C_mid, 1, KH, KW), project (C_out, C_mid, 1, 1); biases (C,) or None.
+    C_in/G1, 1, 1), depthwise (C_mid, 1, 3, 3), project (C_out, C_mid/G2, 1, 1); biases (C,) or None.
     """
 
     def __init__(self, specs: tuple[ConvSpec, ConvSpec, ConvSpec], weights: tuple, biases: tuple,
-                 activations: tuple = (None, None, None)):
+                 activations: tuple = (None, None, None), shuffle_groups: int = 0):
         from .kernels.cpu.simd import VECTOR_BYTES
-        why = chain_fits(*specs, tuple(activations))
+        why = chain_fits(*specs, tuple(activations), shuffle_groups)
         if why:
             raise ConvSpecError(why)
         weights = tuple(np.ascontiguousarray(w) for w in weights)
@@ -75,7 +81,7 @@ class PreparedPointwiseDepthwisePointwise:
         self.dtype = weights[0].dtype
         lanes = VECTOR_BYTES // self.dtype.itemsize
         self.packed = packing.pack_pw_dw_pw(weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
-                                            2 * lanes)
+                                            2 * lanes, specs[0].groups, specs[2].groups, shuffle_groups)
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
         self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel
         self._plans: dict = {}
@@ -102,7 +108,7 @@ class PreparedPointwiseDepthwisePointwise:
             # Enough bands to occupy every thread, none shorter than MIN_BAND_ROWS where the image allows.
             bands = max(1, min(-(-threads // n), oh // MIN_BAND_ROWS))
             band_rows = -(-oh // bands)
-            c_out, mid = project.out_channels, self.packed[2].shape[2]
+            c_out, mid = project.out_channels, self.packed[4].shape[2]
             width = max(shape[2] + bound.pad_before[1], (ow - 1) * depthwise.stride[1] + 3)
             group = max(1, min(band_rows, -(-GROUP_PIXELS // ow)))
             while group > 1 and ((group - 1) * depthwise.stride[0] + 4) * width * mid * self.dtype.itemsize \
@@ -110,7 +116,7 @@ class PreparedPointwiseDepthwisePointwise:
                 group -= 1
             plan = ((n, oh, ow, c_out), n * (oh // MIN_BAND_ROWS) >= threads,
                     ((oh * ow * c_out, ow * c_out, c_out), (n, shape[1], shape[2], oh, ow), depthwise.stride,
-                     bound.pad_before, (expand.in_channels, expand.out_channels, c_out), band_rows, group))
+                     bound.pad_before, c_out, band_rows, group))
             if len(self._plans) >= 64:
                 self._plans.clear()
             self._plans[key] = plan
@@ -126,7 +132,7 @@ class PreparedPointwiseDepthwisePointwise:
         item = x.itemsize
         if x.strides[3] != item or any(s % item for s in x.strides):
             x = np.ascontiguousarray(x)
-        shape, _, (out_strides, sizes, strides, pads, channels, band_rows, group) = \
+        shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group) = \
             self._plan(x.shape, threads or get_num_threads())
         beside, beside_strides, interleave = self._empty, (0, 0, 0), 0
         if interleave_with is not None:
@@ -151,7 +157,7 @@ class PreparedPointwiseDepthwisePointwise:
         conv_pw_dw_pw_rows(_flat_from_first(x), (x.strides[0] // item, x.strides[1] // item, x.strides[2] // item),
                            *self.packed, result.reshape(-1), out_strides,
                            residual.reshape(-1) if residual is not None else self._empty,
-                           beside, beside_strides, interleave, sizes, strides, pads, channels, band_rows, group,
+                           beside, beside_strides, interleave, sizes, strides, pads, c_out, band_rows, group,
                            self.clamps)
         return result
 

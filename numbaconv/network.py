@@ -97,11 +97,12 @@ class Network:
             return None
 
         def match_chain(first: Node):
-            """(convs, bns, acts, add, add's other summand) when ``first`` starts a pointwise -> depthwise ->
-            pointwise chain (each with optional BatchNorm and clamp, the last with an optional skip
-            connection whose other summand is computed by then) that fused_blocks computes, else None."""
+            """(convs, bns, acts, add, add's other summand, shuffle) when ``first`` starts a pointwise ->
+            depthwise -> pointwise chain (each with optional BatchNorm and clamp, a channel shuffle allowed
+            after the first, the last with an optional skip connection whose other summand is computed by
+            then) that fused_blocks computes, else None."""
             from .fused_blocks import chain_fits
-            convs, bns, acts, add, other = [first], [], [], None, None
+            convs, bns, acts, add, other, shuffle = [first], [], [], None, None, None
             for stage in range(3):
                 conv = convs[-1]
                 bn = sole_next(conv.output, ("bn",))
@@ -116,13 +117,18 @@ class Network:
                 act = sole_next((add or bn or conv).output, ACTIVATION_OPS)
                 acts.append(act)
                 if stage < 2:
-                    convs.append(sole_next((act or bn or conv).output, ("conv",)))
+                    after = (act or bn or conv).output
+                    if stage == 0:  # ShuffleNet v1: the shuffle is folded into the later stages' weights
+                        shuffle = sole_next(after, ("shuffle",))
+                        after = shuffle.output if shuffle is not None else after
+                    convs.append(sole_next(after, ("conv",)))
                     if convs[-1] is None:
                         return None
             clamps = tuple(_clamp_bounds(a) for a in acts)
-            if "unsupported" in clamps or chain_fits(*(c.attrs["spec"] for c in convs), clamps):
+            groups = shuffle.attrs["groups"] if shuffle is not None else 0
+            if "unsupported" in clamps or chain_fits(*(c.attrs["spec"] for c in convs), clamps, groups):
                 return None
-            return convs, bns, acts, add, other
+            return convs, bns, acts, add, other, shuffle
 
         def produced(name: str) -> bool:
             return name == graph.input.name or any(step.output == name for step in self.steps)
@@ -138,7 +144,7 @@ class Network:
             flops = node_cost(node).flops
             chain = match_chain(node) if node.op == "conv" else None
             if chain is not None:
-                convs, bns, acts, add, other = chain
+                convs, bns, acts, add, other, inner_shuffle = chain
                 last = acts[2] or add or bns[2] or convs[2]
                 # ShuffleNet v2's ending, shuffle(concat([kept, branch]), 2): stored by the chain in one pass.
                 concat = sole_next(last.output, ("concat",)) if add is None else None
@@ -151,12 +157,14 @@ class Network:
                     if not produced(other):
                         other, result_first = None, None
                 tail = (concat, shuffle) if result_first is not None else ()
-                fused = tuple(n.name for n in (*convs[1:], *bns, *acts, add, *tail) if n is not None)
+                parts = (*convs[1:], *bns, *acts, inner_shuffle, add, *tail)
+                fused = tuple(n.name for n in parts if n is not None)
                 absorbed.update(fused)
                 self.steps.append(Step(node.name, "pw-dw-pw", (node.inputs[0], *((other,) if other else ())),
                                        (tail[-1] if tail else last).output,
-                                       self._chain_step(params, convs, bns, acts, add is not None, result_first),
-                                       fused, sum(node_cost(n).flops for n in (*convs, *bns, *acts, add, *tail) if n)))
+                                       self._chain_step(params, convs, bns, acts, add is not None, result_first,
+                                                        inner_shuffle.attrs["groups"] if inner_shuffle else 0),
+                                       fused, sum(node_cost(n).flops for n in (convs[0], *parts) if n)))
                 continue
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
@@ -237,16 +245,17 @@ class Network:
                 None if bias is None else bias.astype(self.dtype))
 
     def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool,
-                    result_first: bool | None = None):
+                    result_first: bool | None = None, shuffle_groups: int = 0):
         """run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first`` is not None: the
         result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise -> pointwise chain
         in one kernel (numbaconv.fused_blocks) when the input has rows enough for every thread, else layer
-        by layer."""
+        by layer.  ``shuffle_groups``: a channel shuffle after the first convolution."""
         from .fused_blocks import PreparedPointwiseDepthwisePointwise
         bn_params = [bn and params.get(bn.name) for bn in bns]
         folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]
         chain = PreparedPointwiseDepthwisePointwise(tuple(f[0] for f in folded), tuple(f[1] for f in folded),
-                                                    tuple(f[2] for f in folded), tuple(_clamp_bounds(a) for a in acts))
+                                                    tuple(f[2] for f in folded), tuple(_clamp_bounds(a) for a in acts),
+                                                    shuffle_groups)
         layers: list = []  # the three separate steps, built the first time an input needs them
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
@@ -255,7 +264,8 @@ class Network:
                     return chain(x, interleave_with=other, result_first=result_first)
                 return chain(x, residual=other)
             if not layers:
-                layers.extend(self._conv_step(conv, params, bn, act, residual=residual and i == 2)
+                layers.extend(self._conv_step(conv, params, bn, act, shuffle_groups if i == 0 else 0,
+                                              residual=residual and i == 2)
                               for i, (conv, bn, act) in enumerate(zip(convs, bn_params, acts)))
             y = layers[1](layers[0](x))
             y = layers[2](y, other) if residual else layers[2](y)

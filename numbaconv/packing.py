@@ -97,18 +97,53 @@ def pack_small_groups(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
 
 
 def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.ndarray, taps_bias: np.ndarray | None,
-                  project: np.ndarray, project_bias: np.ndarray | None, block: int) -> tuple[np.ndarray, ...]:
-    """The three weights of a pointwise -> depthwise -> pointwise chain for kernels/cpu/fused_blocks.py.
+                  project: np.ndarray, project_bias: np.ndarray | None, block: int, expand_groups: int = 1,
+                  project_groups: int = 1, shuffle_groups: int = 0) -> tuple[np.ndarray, ...]:
+    """The weights of a pointwise -> (shuffle) -> depthwise -> pointwise chain for kernels/cpu/fused_blocks.py.
 
-    expand (C_mid, C_in, 1, 1), taps (C_mid, 1, KH, KW), project (C_out, C_mid, 1, 1), biases (C,) or None
-    -> expand (C_in, M), expand bias (M,), taps (KH, KW, M), taps bias (M,), project (M, P), project bias
-    (P,): M and P are C_mid and C_out rounded up to whole blocks of ``block``, the padding zero (so padded
-    channels stay exactly zero through every stage).
+    expand (C_mid, C_in/G1, 1, 1), taps (C_mid, 1, KH, KW), project (C_out, C_mid/G2, 1, 1), biases (C,) or
+    None; ``shuffle_groups`` shuffles the expansion's output before the depthwise stage (ShuffleNet).
+    Returns, with M and P the channel counts rounded up to whole blocks of ``block``:
+    expand (M / block, KE, block) weights, its sources (M / block, KE) (input channel of each row) and
+    counts (M / block,), expand bias (M,); taps (KH, KW, M) and taps bias (M,); project (P / block, KP,
+    block), sources (ring channels), counts, bias (P,).  The ring between the stages holds the expansion's
+    channels in their own order, so each expansion block reads only its groups' inputs; the shuffle
+    becomes the order of the depthwise weights and of the sources each projection block reads.  Padding
+    is zero, so padded channels stay exactly zero through every stage.
     """
-    c_mid, c_in = expand.shape[:2]
-    c_out = project.shape[0]
+    c_mid, expand_per_group = expand.shape[:2]
+    c_out, project_per_group = project.shape[:2]
     mid, out = -(-c_mid // block) * block, -(-c_out // block) * block
     dtype = expand.dtype
+    # The depthwise and projection see channel position[j] where the ring holds expansion output j.
+    if shuffle_groups:
+        per = c_mid // shuffle_groups
+        position = (np.arange(c_mid) % per) * shuffle_groups + np.arange(c_mid) // per
+    else:
+        position = np.arange(c_mid)
+    ring_of = np.empty(c_mid, np.int64)
+    ring_of[position] = np.arange(c_mid)
+
+    def by_blocks(weight, channels, padded, groups, per_group, source_of):
+        """Rows (output channel, its inputs) grouped by output blocks; source_of(i) maps an input index."""
+        out_per_group = channels // groups
+        blocks = []
+        for b in range(padded // block):
+            outputs = range(b * block, min((b + 1) * block, channels))
+            spanned = sorted({o // out_per_group for o in outputs})
+            inputs = [g * per_group + i for g in spanned for i in range(per_group)]
+            rows = np.zeros((len(inputs), block), dtype)
+            for o in outputs:
+                g = o // out_per_group
+                k0 = spanned.index(g) * per_group
+                rows[k0:k0 + per_group, o - b * block] = weight[o, :, 0, 0]
+            blocks.append((rows, np.array([source_of(i) for i in inputs], np.int64)))
+        widest = max(len(sources) for _, sources in blocks)
+        packed = np.zeros((len(blocks), widest, block), dtype)
+        sources = np.zeros((len(blocks), widest), np.int64)
+        for b, (rows, taken) in enumerate(blocks):
+            packed[b, :len(taken)], sources[b, :len(taken)] = rows, taken
+        return packed, sources, np.array([len(taken) for _, taken in blocks], np.int64)
 
     def padded(values, *shape):
         array = np.zeros(shape, dtype)
@@ -116,6 +151,10 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
             array[tuple(slice(0, n) for n in values.shape)] = values
         return array
 
-    return (padded(expand.reshape(c_mid, c_in).T, c_in, mid), padded(expand_bias, mid),
-            padded(taps[:, 0].transpose(1, 2, 0), *taps.shape[2:], mid), padded(taps_bias, mid),
-            padded(project.reshape(c_out, c_mid).T, mid, out), padded(project_bias, out))
+    e_packed, e_sources, e_counts = by_blocks(expand, c_mid, mid, expand_groups, expand_per_group, lambda i: i)
+    p_packed, p_sources, p_counts = by_blocks(project, c_out, out, project_groups, project_per_group,
+                                              lambda i: ring_of[i])
+    ring_taps = taps[position, 0].transpose(1, 2, 0)
+    ring_taps_bias = None if taps_bias is None else np.asarray(taps_bias)[position]
+    return (e_packed, e_sources, e_counts, padded(expand_bias, mid), padded(ring_taps, *taps.shape[2:], mid),
+            padded(ring_taps_bias, mid), p_packed, p_sources, p_counts, padded(project_bias, out))

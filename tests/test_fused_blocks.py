@@ -105,3 +105,32 @@ def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stri
     np.testing.assert_array_equal(np.moveaxis(y, -1, 1), expected)
     with pytest.raises(nc.ConvSpecError, match="interleave_with must be"):
         chain(branch_in, interleave_with=kept[..., 1:])
+
+
+@pytest.mark.parametrize("c_in,c_mid,c_out,g1,g2,shuffle,stride", [
+    (240, 60, 240, 3, 3, 3, 1),   # ShuffleNet v1 (g=3) unit: blocks of 16 straddle the groups of 20
+    (24, 60, 216, 1, 3, 0, 2),    # its stage-2 first unit: a dense expansion, stride 2
+    (32, 48, 64, 4, 2, 4, 1),     # different groups on each side of the shuffle
+])
+def test_chain_with_grouped_pointwise_and_shuffle(c_in, c_mid, c_out, g1, g2, shuffle, stride, rng):
+    specs = (nc.ConvSpec(2, c_in, c_mid, 1, groups=g1, bias=True),
+             nc.ConvSpec(2, c_mid, c_mid, 3, stride, 1, groups=c_mid, bias=True),
+             nc.ConvSpec(2, c_mid, c_out, 1, groups=g2, bias=True))
+    weights = [(rng.standard_normal(s.weight_shape) * 0.5 + 0.05).astype(np.float32) for s in specs]
+    biases = [(rng.standard_normal(s.out_channels) + 0.1).astype(np.float32) for s in specs]
+    chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, ("relu", None, "relu"), shuffle_groups=shuffle)
+    x = (rng.standard_normal((2, c_in, 9, 10)) + 0.1).astype(np.float32)
+    y, scale = x, np.abs(x)
+    for i, (spec, w, b) in enumerate(zip(specs, weights, biases)):
+        pads = [(1, 1), (1, 1)] if i == 1 else [(0, 0), (0, 0)]
+        y = ref.conv(y, w, b, spec.stride, pads, 1, spec.groups)
+        scale = ref.conv(scale, np.abs(w), np.abs(b), spec.stride, pads, 1, spec.groups)
+        if i == 0:
+            y = np.maximum(y, 0)
+            if shuffle:
+                y, scale = ref.channel_shuffle(y, shuffle), ref.channel_shuffle(scale, shuffle)
+    residual = rng.standard_normal((2, *y.shape[2:], c_out)).astype(np.float32) if stride == 1 else None
+    if residual is not None:  # ShuffleNet's relu(x + branch)
+        y, scale = y + np.moveaxis(residual, -1, 1), scale + np.abs(np.moveaxis(residual, -1, 1))
+    out = chain(np.ascontiguousarray(np.moveaxis(x, 1, -1)), residual=residual, threads=2)
+    assert_close(np.maximum(y, 0), np.moveaxis(out, -1, 1), 4 * scale, c_in + 9 + c_mid)

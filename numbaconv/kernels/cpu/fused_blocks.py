@@ -21,15 +21,15 @@ PIXELS = 6  # pixels per pointwise block (6 x 2 vectors: 12 accumulators for AVX
 
 
 @njit(cache=True)
-def pointwise_block1(src, s0, K, w, w0, ws, bias, b0, dst, d0, clamp, low, high):
-    """pointwise_block6 for one pixel (rows narrower than a block)."""
+def pointwise_block1(src, s0, K, w, w0, sources, bias, b0, dst, d0, clamp, low, high):
+    """pointwise_pixels' block for one pixel (rows narrower than a block)."""
     lanes = vlanes(w)
     a_0 = vload(bias, b0)
     a_1 = vload(bias, b0 + lanes)
     for k in range(K):
-        b = vsplat(src, s0 + k)
-        a_0 = vfma(b, vload(w, w0 + k * ws), a_0)
-        a_1 = vfma(b, vload(w, w0 + k * ws + lanes), a_1)
+        b = vsplat(src, s0 + sources[k])
+        a_0 = vfma(b, vload(w, w0 + 2 * k * lanes), a_0)
+        a_1 = vfma(b, vload(w, w0 + 2 * k * lanes + lanes), a_1)
     if clamp:
         a_0, a_1 = vclamp(a_0, low, high), vclamp(a_1, low, high)
     vstore(dst, d0, a_0)
@@ -37,18 +37,25 @@ def pointwise_block1(src, s0, K, w, w0, ws, bias, b0, dst, d0, clamp, low, high)
 
 
 @njit(cache=True)
-def pointwise_pixels(src, s0, sp, pixels, K, w, bias, dst, dst_at, clamp, low, high):
-    """``pixels`` pixels (src[s0 + p*sp + k], k < K) through a pointwise convolution with packed weights
-    w (K, C) (C whole blocks of 2 vectors, bias (C,)): dst[dst_at[p] + j] for j < C, clipped to [low, high]
-    with ``clamp``.  dst_at places each pixel, so a run may cross rows of a padded buffer.  Blocks of 6
-    pixels x 2 vectors in registers, the last block overlapping the one before it; the block is written
-    out here rather than called (a call per block, with every array argument passed field by field, cost
-    as much as a 24-channel reduction).
+def pointwise_pixels(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at, clamp, low, high):
+    """``pixels`` pixels (channel i of pixel p at src[s0 + p*sp + i]) through a pointwise convolution packed
+    by output blocks: block b (2 vectors of output channels, bias[b * BLOCK:]) sums counts[b] inputs,
+    channel sources[b, k] times weights w[b, k] (w (B, K, BLOCK)).  A dense layer lists every input
+    channel; a grouped one only its group's, and a channel shuffle before it is folded into which
+    channels those are.  Stores dst[dst_at[p] + b * BLOCK + j], clipped to [low, high] with ``clamp``;
+    dst_at places each pixel, so a run may cross rows of a padded buffer.  Blocks of 6 pixels x 2
+    vectors in registers, the last block overlapping the one before it; the block is written out here
+    rather than called (a call per block, with every array argument passed field by field, cost as much
+    as a 24-channel reduction).
     """
-    C = w.shape[1]
+    B, KMAX, BLOCK = w.shape
     lanes = vlanes(w)
     ws = w.reshape(-1)
-    for cb in range(0, C, 2 * lanes):
+    for block in range(B):
+        cb = block * BLOCK
+        K = counts[block]
+        w0 = block * KMAX * BLOCK
+        taken = sources[block]
         p0 = 0
         while p0 < pixels and pixels >= PIXELS:
             p0 = min(p0, pixels - PIXELS)
@@ -58,24 +65,25 @@ def pointwise_pixels(src, s0, sp, pixels, K, w, bias, dst, dst_at, clamp, low, h
             a1_0, a1_1, a2_0, a2_1, a3_0, a3_1 = a0_0, a0_1, a0_0, a0_1, a0_0, a0_1
             a4_0, a4_1, a5_0, a5_1 = a0_0, a0_1, a0_0, a0_1
             for k in range(K):
-                w_0 = vload(ws, cb + k * C)
-                w_1 = vload(ws, cb + k * C + lanes)
-                b = vsplat(src, x0 + k)
+                w_0 = vload(ws, w0 + k * BLOCK)
+                w_1 = vload(ws, w0 + k * BLOCK + lanes)
+                i = x0 + taken[k]
+                b = vsplat(src, i)
                 a0_0 = vfma(b, w_0, a0_0)
                 a0_1 = vfma(b, w_1, a0_1)
-                b = vsplat(src, x0 + sp + k)
+                b = vsplat(src, i + sp)
                 a1_0 = vfma(b, w_0, a1_0)
                 a1_1 = vfma(b, w_1, a1_1)
-                b = vsplat(src, x0 + 2 * sp + k)
+                b = vsplat(src, i + 2 * sp)
                 a2_0 = vfma(b, w_0, a2_0)
                 a2_1 = vfma(b, w_1, a2_1)
-                b = vsplat(src, x0 + 3 * sp + k)
+                b = vsplat(src, i + 3 * sp)
                 a3_0 = vfma(b, w_0, a3_0)
                 a3_1 = vfma(b, w_1, a3_1)
-                b = vsplat(src, x0 + 4 * sp + k)
+                b = vsplat(src, i + 4 * sp)
                 a4_0 = vfma(b, w_0, a4_0)
                 a4_1 = vfma(b, w_1, a4_1)
-                b = vsplat(src, x0 + 5 * sp + k)
+                b = vsplat(src, i + 5 * sp)
                 a5_0 = vfma(b, w_0, a5_0)
                 a5_1 = vfma(b, w_1, a5_1)
             if clamp:
@@ -106,7 +114,7 @@ def pointwise_pixels(src, s0, sp, pixels, K, w, bias, dst, dst_at, clamp, low, h
             p0 += PIXELS
         if pixels < PIXELS:
             for p in range(pixels):
-                pointwise_block1(src, s0 + p * sp, K, ws, cb, C, bias, cb, dst, dst_at[p] + cb, clamp, low, high)
+                pointwise_block1(src, s0 + p * sp, K, ws, w0, taken, bias, cb, dst, dst_at[p] + cb, clamp, low, high)
 
 
 @njit(cache=True)
@@ -147,21 +155,23 @@ def depthwise3x3_row(ring, r0, r1, r2, taps, bias, mid, OW, sw, C, clamp, low, h
 
 
 @njit(parallel=True, cache=True)
-def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, project, project_bias, out, out_strides,
-                       residual, beside, beside_strides, interleave, sizes, strides, pads, real_channels, band_rows,
-                       group_rows, clamps):
+def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expand_bias, taps, taps_bias, project,
+                       project_sources, project_counts, project_bias, out, out_strides, residual, beside,
+                       beside_strides, interleave, sizes, strides, pads, c_out, band_rows, group_rows, clamps):
     """out = pointwise(depthwise(pointwise(x))) with each stage's bias and clamp; channels-last.
 
     x         flat input from its first element; x_strides (n, h, w) in elements, channels contiguous
-    expand    (C_in, C_mid) packed pointwise weights, expand_bias (C_mid,)
-    taps      (3, 3, C_mid) depthwise weights, taps_bias (C_mid,)
-    project   (C_mid, C_out_padded), project_bias (C_out_padded,)
+    expand, expand_sources, expand_counts, expand_bias: the first pointwise stage by output blocks
+              (pointwise_pixels), its C_mid outputs padded to whole blocks: the ring's channels
+    taps      (3, 3, C_mid) depthwise weights in the ring's channel order, taps_bias (C_mid,)
+    project, project_sources, project_counts, project_bias: the last pointwise stage, reading ring
+              channels (a channel shuffle between the stages is folded into its sources)
     out       flat output from its first element; out_strides (n, h, w); residual: (0,) or laid out like out
     beside    with ``interleave`` 1 (2): ShuffleNet v2's concat([beside, result]) (concat([result, beside]))
               followed by a shuffle of 2 groups, stored at once: out channel 2c + 1 (2c) is the result's
               channel c, 2c (2c + 1) beside's; beside is flat from its first element, beside_strides (n, h, w)
     sizes     (N, H, W, OH, OW); strides, pads: the depthwise stage's (sh, sw), (top, left)
-    real_channels (C_in, C_mid real, C_out real)
+    c_out     the real output channels
     band_rows output rows per job; group_rows: output rows computed together (narrow maps: the pointwise
               stages then run over several rows' pixels at once instead of a row's few blocks)
     clamps    (3, 3): per stage (apply?, low, high); the last stage's clamp follows the residual
@@ -169,9 +179,8 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, proje
     N, H, W, OH, OW = sizes
     sh, sw = strides
     ph, pw = pads
-    c_in, c_mid, c_out = real_channels
     KH, KW, C = taps.shape
-    CO = project.shape[1]
+    CO = project.shape[0] * project.shape[2]
     xn, xh, xw = x_strides
     on, oh_, ow_ = out_strides
     bn_, bh, bw = beside_strides
@@ -211,19 +220,20 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_bias, taps, taps_bias, proje
                         ring_at[count] = ((ih % span) * width + pw + w) * C
                         count += 1
                 if uniform:
-                    pointwise_pixels(x, n * xn + lo * xh, xw, count, c_in, expand, expand_bias, ring, ring_at,
-                                     c1, low1, high1)
+                    pointwise_pixels(x, n * xn + lo * xh, xw, count, expand, expand_sources, expand_counts,
+                                     expand_bias, ring, ring_at, c1, low1, high1)
                 else:
                     for r in range(hi - lo):
-                        pointwise_pixels(x, n * xn + (lo + r) * xh, xw, W, c_in, expand, expand_bias, ring,
-                                         ring_at[r * W:], c1, low1, high1)
+                        pointwise_pixels(x, n * xn + (lo + r) * xh, xw, W, expand, expand_sources, expand_counts,
+                                         expand_bias, ring, ring_at[r * W:], c1, low1, high1)
             for r in range(rows):
                 for kh in range(KH):  # where each window row starts in the ring (the zero row outside the image)
                     ih = (oh0 + r) * sh - ph + kh
                     window[kh] = (ih % span if 0 <= ih < H else span) * width * C
                 depthwise3x3_row(ring, window[0], window[1], window[2], tap_flat, taps_bias, mid[r * OW * C:], OW, sw,
                                  C, c2, low2, high2)
-            pointwise_pixels(mid, 0, C, rows * OW, c_mid, project, project_bias, row_out, mid_at, False, 0.0, 0.0)
+            pointwise_pixels(mid, 0, C, rows * OW, project, project_sources, project_counts, project_bias, row_out,
+                             mid_at, False, 0.0, 0.0)
             for r in range(rows):  # the real channels out, with the skip connection and the last clamp
                 base = n * on + (oh0 + r) * oh_
                 for ow in range(OW):
