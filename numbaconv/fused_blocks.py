@@ -63,7 +63,9 @@ class PreparedPointwiseDepthwisePointwise:
     array is read in place), residual (N, OH, OW, C_out) added before the last activation; returns (N, OH, OW,
     C_out), or writes into ``out``.  ``chain(x, interleave_with=a)`` returns ShuffleNet v2's unit ending,
     channel_shuffle(concat([a, result]), 2) of shape (N, OH, OW, 2 * C_out), in the same pass (``result_first``:
-    concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  Weights in PyTorch order: expand (C_mid,
+    concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  ``chain(x, concat_with=a)`` returns
+    concat([a, result]) (ShuffleNet v1's downsampling unit; ``result_first``: concat([result, a])) for a (N, OH,
+    OW, C) with any C.  Weights in PyTorch order: expand (C_mid,
     C_in/G1, 1, 1), depthwise (C_mid, 1, 3, 3), project (C_out, C_mid/G2, 1, 1); biases (C,) or None.
     """
 
@@ -124,7 +126,7 @@ class PreparedPointwiseDepthwisePointwise:
 
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None,
                  threads: int | None = None, interleave_with: np.ndarray | None = None,
-                 result_first: bool = False) -> np.ndarray:
+                 result_first: bool = False, concat_with: np.ndarray | None = None) -> np.ndarray:
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != self.specs[0].in_channels \
                 or x.dtype != self.dtype:
             raise ConvSpecError(f"input must be a {self.dtype} array (N, H, W, {self.specs[0].in_channels}) "
@@ -134,7 +136,20 @@ class PreparedPointwiseDepthwisePointwise:
             x = np.ascontiguousarray(x)
         shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group) = \
             self._plan(x.shape, threads or get_num_threads())
-        beside, beside_strides, interleave = self._empty, (0, 0, 0), 0
+        beside, beside_strides, interleave, beside_channels = self._empty, (0, 0, 0), 0, 0
+        if concat_with is not None:
+            a = concat_with
+            if (residual is not None or interleave_with is not None or not isinstance(a, np.ndarray) or a.ndim != 4
+                    or a.shape[:3] != shape[:3] or a.dtype != self.dtype):
+                raise ConvSpecError(f"concat_with must be a {self.dtype} array (N, OH, OW, C) = {shape[:3]} + (C,) "
+                                    f"(and no residual), got {getattr(a, 'shape', None)} {getattr(a, 'dtype', None)}")
+            if a.strides[3] != item or any(st % item for st in a.strides):
+                a = np.ascontiguousarray(a)
+            beside, beside_strides = _flat_from_first(a), tuple(st // item for st in a.strides[:3])
+            interleave, beside_channels = (4 if result_first else 3), a.shape[3]
+            channels = shape[3] + beside_channels
+            shape = (*shape[:3], channels)
+            out_strides = (shape[1] * shape[2] * channels, shape[2] * channels, channels)
         if interleave_with is not None:
             a = interleave_with
             if residual is not None or not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != self.dtype:
@@ -157,7 +172,8 @@ class PreparedPointwiseDepthwisePointwise:
         conv_pw_dw_pw_rows(_flat_from_first(x), (x.strides[0] // item, x.strides[1] // item, x.strides[2] // item),
                            *self.packed, result.reshape(-1), out_strides,
                            residual.reshape(-1) if residual is not None else self._empty,
-                           beside, beside_strides, interleave, sizes, strides, pads, c_out, band_rows, group,
+                           beside, beside_strides, interleave, beside_channels, sizes, strides, pads, c_out,
+                           band_rows, group,
                            self.clamps)
         return result
 

@@ -149,22 +149,33 @@ class Network:
                 # ShuffleNet v2's ending, shuffle(concat([kept, branch]), 2): stored by the chain in one pass.
                 concat = sole_next(last.output, ("concat",)) if add is None else None
                 shuffle = concat and sole_next(concat.output, ("shuffle",))
-                result_first = None
-                if (shuffle is not None and shuffle.attrs["groups"] == 2 and len(concat.inputs) == 2
-                        and concat.input_shapes[0] == concat.input_shapes[1] and concat.inputs[0] != concat.inputs[1]):
+                result_first, mode = None, None
+                pair = concat is not None and len(concat.inputs) == 2 and concat.inputs[0] != concat.inputs[1]
+                if (pair and shuffle is not None and shuffle.attrs["groups"] == 2
+                        and concat.input_shapes[0] == concat.input_shapes[1]):
                     other = concat.inputs[1] if concat.inputs[0] == last.output else concat.inputs[0]
-                    result_first = concat.inputs[0] == last.output
+                    result_first, mode = concat.inputs[0] == last.output, "interleave"
                     if not produced(other):
-                        other, result_first = None, None
-                tail = (concat, shuffle) if result_first is not None else ()
+                        other, result_first, mode = None, None, None
+                elif pair and all(s[0] == concat.input_shapes[0][0] and s[2:] == concat.input_shapes[0][2:]
+                                  for s in concat.input_shapes):
+                    # ShuffleNet v1's downsampling unit: concat([avgpool(x), branch]), the pool computed after
+                    # the branch in graph order: the step waits for it at the concat's place.
+                    other = concat.inputs[1] if concat.inputs[0] == last.output else concat.inputs[0]
+                    result_first, mode = concat.inputs[0] == last.output, "concat"
+                tail = (concat, shuffle) if mode == "interleave" else (concat,) if mode == "concat" else ()
                 parts = (*convs[1:], *bns, *acts, inner_shuffle, add, *tail)
                 fused = tuple(n.name for n in parts if n is not None)
                 absorbed.update(fused)
-                self.steps.append(Step(node.name, "pw-dw-pw", (node.inputs[0], *((other,) if other else ())),
-                                       (tail[-1] if tail else last).output,
-                                       self._chain_step(params, convs, bns, acts, add is not None, result_first,
-                                                        inner_shuffle.attrs["groups"] if inner_shuffle else 0),
-                                       fused, sum(node_cost(n).flops for n in (convs[0], *parts) if n)))
+                step = Step(node.name, "pw-dw-pw", (node.inputs[0], *((other,) if other else ())),
+                            (tail[-1] if tail else last).output,
+                            self._chain_step(params, convs, bns, acts, add is not None, result_first,
+                                             inner_shuffle.attrs["groups"] if inner_shuffle else 0, mode),
+                            fused, sum(node_cost(n).flops for n in (convs[0], *parts) if n))
+                if other and not produced(other):
+                    deferred[concat.name] = step
+                else:
+                    self.steps.append(step)
                 continue
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
@@ -245,11 +256,12 @@ class Network:
                 None if bias is None else bias.astype(self.dtype))
 
     def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool,
-                    result_first: bool | None = None, shuffle_groups: int = 0):
+                    result_first: bool | None = None, shuffle_groups: int = 0, mode: str | None = None):
         """run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first`` is not None: the
         result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise -> pointwise chain
         in one kernel (numbaconv.fused_blocks) when the input has rows enough for every thread, else layer
-        by layer.  ``shuffle_groups``: a channel shuffle after the first convolution."""
+        by layer.  ``shuffle_groups``: a channel shuffle after the first convolution; ``mode`` 'concat': run(x,
+        kept) returns the result concatenated with kept instead (after it unless ``result_first``)."""
         from .fused_blocks import PreparedPointwiseDepthwisePointwise
         bn_params = [bn and params.get(bn.name) for bn in bns]
         folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]
@@ -260,6 +272,8 @@ class Network:
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
             if chain.worthwhile(x.shape):
+                if mode == "concat":
+                    return chain(x, concat_with=other, result_first=result_first)
                 if result_first is not None:
                     return chain(x, interleave_with=other, result_first=result_first)
                 return chain(x, residual=other)
@@ -271,6 +285,8 @@ class Network:
             y = layers[2](y, other) if residual else layers[2](y)
             if result_first is None:
                 return y
+            if mode == "concat":
+                return np.concatenate([y, other] if result_first else [other, y], axis=-1)
             both = np.empty((*y.shape[:-1], 2 * y.shape[-1]), y.dtype)
             both[..., int(not result_first)::2], both[..., int(result_first)::2] = y, other
             return both

@@ -134,3 +134,23 @@ def test_chain_with_grouped_pointwise_and_shuffle(c_in, c_mid, c_out, g1, g2, sh
         y, scale = y + np.moveaxis(residual, -1, 1), scale + np.abs(np.moveaxis(residual, -1, 1))
     out = chain(np.ascontiguousarray(np.moveaxis(x, 1, -1)), residual=residual, threads=2)
     assert_close(np.maximum(y, 0), np.moveaxis(out, -1, 1), 4 * scale, c_in + 9 + c_mid)
+
+
+@pytest.mark.parametrize("kept_channels,result_first", [(24, False), (13, True), (8, False)])
+def test_chain_stores_a_concat(kept_channels, result_first, rng):
+    """ShuffleNet v1's downsampling unit: concat([avgpool(x), branch]) written by the chain's final pass."""
+    specs = (nc.ConvSpec(2, 24, 60, 1, groups=3, bias=True),
+             nc.ConvSpec(2, 60, 60, 3, 2, 1, groups=60, bias=True),
+             nc.ConvSpec(2, 60, 216, 1, groups=3, bias=True))
+    weights = [(rng.standard_normal(s.weight_shape) * 0.5).astype(np.float32) for s in specs]
+    biases = [rng.standard_normal(s.out_channels).astype(np.float32) for s in specs]
+    chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, ("relu", None, "relu"), shuffle_groups=3)
+    x = rng.standard_normal((2, 11, 9, 24)).astype(np.float32)
+    result = chain(x)
+    wide = rng.standard_normal((*result.shape[:3], kept_channels + 5)).astype(np.float32)
+    kept = wide[..., 5:]  # a channel slice, read in place
+    parts = [result, kept] if result_first else [kept, result]
+    y = chain(x, concat_with=kept, result_first=result_first)
+    np.testing.assert_array_equal(y, np.concatenate(parts, axis=-1))
+    with pytest.raises(nc.ConvSpecError, match="concat_with must be"):
+        chain(x, concat_with=kept[:, 1:])

@@ -157,7 +157,8 @@ def depthwise3x3_row(ring, r0, r1, r2, taps, bias, mid, OW, sw, C, clamp, low, h
 @njit(parallel=True, cache=True)
 def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expand_bias, taps, taps_bias, project,
                        project_sources, project_counts, project_bias, out, out_strides, residual, beside,
-                       beside_strides, interleave, sizes, strides, pads, c_out, band_rows, group_rows, clamps):
+                       beside_strides, interleave, beside_channels, sizes, strides, pads, c_out, band_rows, group_rows,
+                       clamps):
     """out = pointwise(depthwise(pointwise(x))) with each stage's bias and clamp; channels-last.
 
     x         flat input from its first element; x_strides (n, h, w) in elements, channels contiguous
@@ -169,7 +170,9 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
     out       flat output from its first element; out_strides (n, h, w); residual: (0,) or laid out like out
     beside    with ``interleave`` 1 (2): ShuffleNet v2's concat([beside, result]) (concat([result, beside]))
               followed by a shuffle of 2 groups, stored at once: out channel 2c + 1 (2c) is the result's
-              channel c, 2c (2c + 1) beside's; beside is flat from its first element, beside_strides (n, h, w)
+              channel c, 2c (2c + 1) beside's; with 3 (4) the plain concat of beside's beside_channels and
+              the result (ShuffleNet v1's downsampling unit); beside is flat from its first element,
+              beside_strides (n, h, w)
     sizes     (N, H, W, OH, OW); strides, pads: the depthwise stage's (sh, sw), (top, left)
     c_out     the real output channels
     band_rows output rows per job; group_rows: output rows computed together (narrow maps: the pointwise
@@ -239,7 +242,18 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
                 for ow in range(OW):
                     source, target = (r * OW + ow) * CO, base + ow * ow_
                     c = 0
-                    if interleave:
+                    if interleave >= 3:  # a concat: beside's channels copied, then the result's as usual
+                        other = n * bn_ + (oh0 + r) * bh + ow * bw
+                        kept_at = target if interleave == 3 else target + c_out
+                        while c + lanes <= beside_channels:
+                            vstore(out, kept_at + c, vload(beside, other + c))
+                            c += lanes
+                        for c in range(c, beside_channels):
+                            out[kept_at + c] = beside[other + c]
+                        c = 0
+                        if interleave == 3:
+                            target += beside_channels
+                    elif interleave:
                         other = n * bn_ + (oh0 + r) * bh + ow * bw
                         while c + lanes <= c_out:
                             value = vload(row_out, source + c)
