@@ -467,3 +467,19 @@ def test_channel_blocks_inside_or_across_jobs(inner, k, groups, shuffle, size, r
                      scale + np.abs(residual), reduction=w[0].size + 1)
         calls = [plan for key, plan in prepared._simd_plans.items() if key[1] == last][0][3]
         assert all(call[5][-1] == inner for call in calls)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,before", [((2, 3, 5, 21), (0, 1, 2)), ((1, 3, 9, 8), (0, 0, 0)),
+                                          ((2, 3, 3, 4, 19), (1, 2, 0))])
+def test_three_channel_images_copied_channels_last(shape, before, dtype, rng):
+    """RGB input: the interleaving copy (vstore_interleaved3) with and without padding, ragged row ends."""
+    from numbaconv.api import _copy_channels_last
+    x = rng.standard_normal(shape).astype(dtype)
+    x5 = x.reshape(shape[:2] + (1,) * (5 - x.ndim) + shape[2:])
+    out = np.full((x5.shape[0], *(n + 2 * b for n, b in zip(x5.shape[2:], before)), 3), np.nan, dtype)
+    _copy_channels_last(x5, out, before)
+    inner = out[:, before[0]:before[0] + x5.shape[2], before[1]:before[1] + x5.shape[3],
+                before[2]:before[2] + x5.shape[4]]
+    np.testing.assert_array_equal(inner, np.moveaxis(x5, 1, -1))
+    assert np.isnan(out).sum() == out.size - inner.size  # nothing written outside the interior

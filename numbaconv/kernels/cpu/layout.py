@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..index import source_index, split_row
-from .simd import vlanes, vtranspose_copy
+from .simd import vlanes, vload, vstore_interleaved3, vtranspose_copy
 
 
 @njit(parallel=True, cache=True)
@@ -63,6 +63,31 @@ def row_tiles(rows, width):
     if rows >= ROWS_WITHOUT_TILES:
         return 1
     return (width + ROW_TILE - 1) // ROW_TILE
+
+
+@njit(parallel=True, cache=True)
+def three_channels_to_last(x, out, pad_d, pad_h, pad_w):
+    """channels_first_to_last for C-contiguous images of 3 channels (a network's RGB input): a vector of
+    each plane's row interleaved in registers and stored as 3 vectors of pixels (the general copy's
+    per-element strided stores ran at 2.4 GB/s)."""
+    N, C, D, H, W = x.shape
+    _, PD, PH, PW, _ = out.shape
+    lanes = vlanes(x)
+    xs = x.reshape(-1)
+    os = out.reshape(-1)
+    plane = D * H * W
+    for job in prange(N * D * H):
+        n, d, h = split_row(job, D, H)
+        source = n * 3 * plane + (d * H + h) * W
+        target = (((n * PD + d + pad_d) * PH + h + pad_h) * PW + pad_w) * 3
+        w = 0
+        while w + lanes <= W:
+            vstore_interleaved3(os, target + 3 * w, vload(xs, source + w), vload(xs, source + plane + w),
+                                vload(xs, source + 2 * plane + w))
+            w += lanes
+        for w in range(w, W):
+            for c in range(3):
+                os[target + 3 * w + c] = xs[source + c * plane + w]
 
 
 @njit(parallel=True, cache=True)

@@ -193,6 +193,28 @@ def vzip_high(typingctx, a, b):
 
 
 @intrinsic
+def vstore_interleaved3(typingctx, array, index, a, b, c):
+    """array.flat[index : index + 3 * lanes] = a0, b0, c0, a1, b1, c1, ...: three planes into pixels."""
+    if not isinstance(a, SimdVector) or a != b or a != c:
+        return None
+
+    def codegen(context, builder, sig, args):
+        x, y, z = args[2:]
+        lanes = x.type.count
+        i32 = ir.IntType(32)
+        both = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, 2 * lanes), list(range(2 * lanes))))
+        wide = builder.shuffle_vector(z, ir.Constant(z.type, ir.Undefined),
+                                      ir.Constant(ir.VectorType(i32, 2 * lanes), list(range(lanes)) * 2))
+        order = [index for k in range(lanes) for index in (k, lanes + k, 2 * lanes + k)]
+        triple = builder.shuffle_vector(both, wide, ir.Constant(ir.VectorType(i32, 3 * lanes), order))
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        builder.store(triple, builder.bitcast(pointer, triple.type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(array, index, a, b, c), codegen
+
+
+@intrinsic
 def vmax(typingctx, a, b):
     """Lane-wise max(a, b) where a NaN in either propagates (a NaN in ``a`` stays, one in ``b`` is taken)."""
     if not isinstance(a, SimdVector) or a != b:
