@@ -11,10 +11,11 @@ import numpy as np
 from numba import get_num_threads
 
 from . import packing
+from .api import _CLAMPS
 from .kernels.cpu.fused_blocks import conv_pw_dw_pw_rows
 from .spec import ConvSpec, ConvSpecError
 
-CLAMPS = {None: (0.0, 0.0, 0.0), "relu": (1.0, 0.0, np.inf), "relu6": (1.0, 0.0, 6.0)}
+CLAMPS = {None: (0.0, 0.0, 0.0), **{name: (1.0, *bounds) for name, bounds in _CLAMPS.items()}}
 
 
 def _clamp_row(activation) -> tuple[float, float, float]:
@@ -137,30 +138,24 @@ class PreparedPointwiseDepthwisePointwise:
         shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group) = \
             self._plan(x.shape, threads or get_num_threads())
         beside, beside_strides, interleave, beside_channels = self._empty, (0, 0, 0), 0, 0
-        if concat_with is not None:
-            a = concat_with
-            if (residual is not None or interleave_with is not None or not isinstance(a, np.ndarray) or a.ndim != 4
-                    or a.shape[:3] != shape[:3] or a.dtype != self.dtype):
-                raise ConvSpecError(f"concat_with must be a {self.dtype} array (N, OH, OW, C) = {shape[:3]} + (C,) "
-                                    f"(and no residual), got {getattr(a, 'shape', None)} {getattr(a, 'dtype', None)}")
+        joined = concat_with if concat_with is not None else interleave_with
+        if joined is not None:  # a second input the final pass stores beside the result
+            concat, a = concat_with is not None, joined
+            name = "concat_with" if concat else "interleave_with"
+            if (residual is not None or (concat and interleave_with is not None) or not isinstance(a, np.ndarray)
+                    or a.ndim != 4 or (a.shape[:3] if concat else a.shape) != (shape[:3] if concat else shape)
+                    or a.dtype != self.dtype):
+                wanted = f"(N, OH, OW, C) = {shape[:3]} + (C,)" if concat else f"of the result's shape {shape}"
+                raise ConvSpecError(f"{name} must be a {self.dtype} array {wanted} (and no residual), got "
+                                    f"{getattr(a, 'shape', None)} {getattr(a, 'dtype', None)}")
             if a.strides[3] != item or any(st % item for st in a.strides):
                 a = np.ascontiguousarray(a)
             beside, beside_strides = _flat_from_first(a), tuple(st // item for st in a.strides[:3])
-            interleave, beside_channels = (4 if result_first else 3), a.shape[3]
+            interleave = (4 if result_first else 3) if concat else (2 if result_first else 1)
+            beside_channels = a.shape[3]
             channels = shape[3] + beside_channels
             shape = (*shape[:3], channels)
             out_strides = (shape[1] * shape[2] * channels, shape[2] * channels, channels)
-        if interleave_with is not None:
-            a = interleave_with
-            if residual is not None or not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != self.dtype:
-                raise ConvSpecError(f"interleave_with must be a {self.dtype} array of the result's shape {shape} "
-                                    f"(and no residual), got {getattr(a, 'shape', None)} {getattr(a, 'dtype', None)}")
-            if a.strides[3] != item or any(st % item for st in a.strides):
-                a = np.ascontiguousarray(a)
-            beside, beside_strides = _flat_from_first(a), tuple(st // item for st in a.strides[:3])
-            interleave = 2 if result_first else 1
-            shape = (*shape[:3], 2 * shape[3])
-            out_strides = tuple(2 * st for st in out_strides)
         for name, array in (("residual", residual), ("out", out)):
             if array is not None and (not isinstance(array, np.ndarray) or array.shape != shape
                                       or array.dtype != self.dtype or not array.flags.c_contiguous):

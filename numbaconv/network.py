@@ -96,11 +96,21 @@ class Network:
                 return users[0]
             return None
 
+        def partner(node: Node | None, value: str, same_shape: bool = True) -> str | None:
+            """The other input of a two-input ``node`` (add, concat) beside ``value``; with ``same_shape``
+            both inputs must have one shape (no broadcasting), else only the batch and spatial sizes."""
+            if node is None or len(node.inputs) != 2 or node.inputs[0] == node.inputs[1] or node.name in absorbed:
+                return None
+            a, b = node.input_shapes
+            if (a != b) if same_shape else (a[0] != b[0] or a[2:] != b[2:]):
+                return None
+            return node.inputs[1] if node.inputs[0] == value else node.inputs[0]
+
         def match_chain(first: Node):
             """(convs, bns, acts, add, add's other summand, shuffle) when ``first`` starts a pointwise ->
             depthwise -> pointwise chain (each with optional BatchNorm and clamp, a channel shuffle allowed
-            after the first, the last with an optional skip connection whose other summand is computed by
-            then) that fused_blocks computes, else None."""
+            after the first, the last with an optional skip connection) that fused_blocks computes, else
+            None."""
             from .fused_blocks import chain_fits
             convs, bns, acts, add, other, shuffle = [first], [], [], None, None, None
             for stage in range(3):
@@ -109,11 +119,8 @@ class Network:
                 bns.append(bn)
                 if stage == 2:
                     add = sole_next((bn or conv).output, ("add",))
-                    if add is not None:
-                        other = add.inputs[1] if add.inputs[0] == (bn or conv).output else add.inputs[0]
-                        if (add.name in absorbed or len(add.inputs) != 2 or other == (bn or conv).output
-                                or add.input_shapes[0] != add.input_shapes[1] or not produced(other)):
-                            add = other = None
+                    other = partner(add, (bn or conv).output)
+                    add = add if other is not None else None
                 act = sole_next((add or bn or conv).output, ACTIVATION_OPS)
                 acts.append(act)
                 if stage < 2:
@@ -134,7 +141,7 @@ class Network:
             return name == graph.input.name or any(step.output == name for step in self.steps)
 
         absorbed: set[str] = set()
-        deferred: dict[str, Step] = {}  # add node -> the convolution step that sums into its output
+        deferred: dict[str, Step] = {}  # add or concat node -> the step that writes its output, run there
         conv_outputs: set[str] = set()  # values written into fresh buffers by convolution steps
         for node in graph.nodes:
             if node.name in absorbed:
@@ -146,23 +153,17 @@ class Network:
             if chain is not None:
                 convs, bns, acts, add, other, inner_shuffle = chain
                 last = acts[2] or add or bns[2] or convs[2]
-                # ShuffleNet v2's ending, shuffle(concat([kept, branch]), 2): stored by the chain in one pass.
+                # The unit's ending stored by the chain in one pass: ShuffleNet v2's shuffle(concat([kept,
+                # branch]), 2), or v1's downsampling concat([avgpool(x), branch]).
                 concat = sole_next(last.output, ("concat",)) if add is None else None
                 shuffle = concat and sole_next(concat.output, ("shuffle",))
-                result_first, mode = None, None
-                pair = concat is not None and len(concat.inputs) == 2 and concat.inputs[0] != concat.inputs[1]
-                if (pair and shuffle is not None and shuffle.attrs["groups"] == 2
-                        and concat.input_shapes[0] == concat.input_shapes[1]):
-                    other = concat.inputs[1] if concat.inputs[0] == last.output else concat.inputs[0]
-                    result_first, mode = concat.inputs[0] == last.output, "interleave"
-                    if not produced(other):
-                        other, result_first, mode = None, None, None
-                elif pair and all(s[0] == concat.input_shapes[0][0] and s[2:] == concat.input_shapes[0][2:]
-                                  for s in concat.input_shapes):
-                    # ShuffleNet v1's downsampling unit: concat([avgpool(x), branch]), the pool computed after
-                    # the branch in graph order: the step waits for it at the concat's place.
-                    other = concat.inputs[1] if concat.inputs[0] == last.output else concat.inputs[0]
-                    result_first, mode = concat.inputs[0] == last.output, "concat"
+                result_first = mode = None
+                if shuffle is not None and shuffle.attrs["groups"] == 2 and partner(concat, last.output):
+                    other, mode = partner(concat, last.output), "interleave"
+                elif partner(concat, last.output, same_shape=False):
+                    other, mode = partner(concat, last.output, same_shape=False), "concat"
+                if mode is not None:
+                    result_first = concat.inputs[0] == last.output
                 tail = (concat, shuffle) if mode == "interleave" else (concat,) if mode == "concat" else ()
                 parts = (*convs[1:], *bns, *acts, inner_shuffle, add, *tail)
                 fused = tuple(n.name for n in parts if n is not None)
@@ -172,19 +173,18 @@ class Network:
                             self._chain_step(params, convs, bns, acts, add is not None, result_first,
                                              inner_shuffle.attrs["groups"] if inner_shuffle else 0, mode),
                             fused, sum(node_cost(n).flops for n in (convs[0], *parts) if n))
-                if other and not produced(other):
-                    deferred[concat.name] = step
+                if other and not produced(other):  # the step waits for the other input at the add or concat
+                    deferred[(add or concat).name] = step
                 else:
                     self.steps.append(step)
                 continue
             if node.op == "conv":
                 bn = sole_next(node.output, ("bn",))
                 add = sole_next(bn.output if bn else node.output, ("add",))
-                if add is not None and add.name not in absorbed and len(add.inputs) == 2 \
-                        and add.inputs[0] != add.inputs[1] and add.input_shapes[0] == add.input_shapes[1]:
+                other = partner(add, (bn or node).output)
+                if other is not None:
                     # A skip connection: the convolution's epilogue adds the other summand (and applies the
                     # activation after the add); the step runs where the add was, once both summands exist.
-                    other = add.inputs[1] if add.inputs[0] == (bn or node).output else add.inputs[0]
                     act = sole_next(add.output, ACTIVATION_OPS)
                     fused = tuple(n.name for n in (bn, add, act) if n is not None)
                     absorbed.update(fused)

@@ -155,18 +155,6 @@ def vadd(typingctx, a, b):
     return a(a, b), codegen
 
 
-@intrinsic
-def vmul(typingctx, a, b):
-    """a * b lane by lane."""
-    if not isinstance(a, SimdVector) or a != b:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fmul(args[0], args[1])
-
-    return a(a, b), codegen
-
-
 def _zip_codegen(high):
     def codegen(context, builder, sig, args):
         lanes = args[0].type.count
