@@ -2,8 +2,11 @@
 
 ``PreparedPointwiseDepthwisePointwise`` is MobileNetV2's inverted residual (1x1 expansion, 3x3
 depthwise, 1x1 projection, optional skip connection) and ShuffleNet v2's branch: the kernel is
-numbaconv/kernels/cpu/fused_blocks.py.  ``Network`` uses it where a graph holds such a chain; it can
-also be called directly, on channels-last input.
+numbaconv/kernels/cpu/fused_blocks.py.  The first stage may also be a dense KxK convolution with stride
+and padding (a network's stem followed by MobileNet's first depthwise-separable block): the kernel's
+first stage reads each input channel through a list of offsets, so a KxK window over a padded input is
+the same pointwise reduction over KH * KW * C_in offsets.  ``Network`` uses it where a graph holds such a
+chain; it can also be called directly, on channels-last input.
 """
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import numpy as np
 from numba import get_num_threads
 
 from . import packing
-from .api import _CLAMPS
-from .kernels.cpu.fused_blocks import conv_pw_dw_pw_rows
+from .api import _CLAMPS, _pad_channels_last
+from .kernels.cpu.fused_blocks import conv_maxpool_rows, conv_pw_dw_pw_rows
 from .spec import ConvSpec, ConvSpecError
 
 CLAMPS = {None: (0.0, 0.0, 0.0), **{name: (1.0, *bounds) for name, bounds in _CLAMPS.items()}}
@@ -37,10 +40,13 @@ def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activat
                shuffle_groups: int = 0) -> str | None:
     """None when the three specs (and a channel shuffle of ``shuffle_groups`` after the first) form a
     chain this kernel computes exactly, else why not."""
-    for name, spec in (("expand", expand), ("project", project)):
-        if (spec.ndim != 2 or spec.kernel_size != (1, 1) or spec.stride != (1, 1) or spec.transposed
-                or any(p != (0, 0) for p in spec.padding)):
-            return f"{name} must be a 2D 1x1 convolution, stride 1, no padding"
+    if (project.ndim != 2 or project.kernel_size != (1, 1) or project.stride != (1, 1) or project.transposed
+            or any(p != (0, 0) for p in project.padding)):
+        return "project must be a 2D 1x1 convolution, stride 1, no padding"
+    if (expand.ndim != 2 or expand.transposed or expand.padding_mode != "zeros"
+            or (not _pointwise(expand) and expand.groups != 1)):
+        return ("expand must be a 2D 1x1 convolution (stride 1, no padding, any groups) or a dense 2D "
+                "convolution with zero padding")
     if shuffle_groups and expand.out_channels % shuffle_groups:
         return f"shuffle groups={shuffle_groups} must divide the expansion's {expand.out_channels} channels"
     if (depthwise.ndim != 2 or depthwise.transposed or depthwise.groups != depthwise.in_channels
@@ -55,6 +61,12 @@ def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activat
     return None
 
 
+def _pointwise(spec: ConvSpec) -> bool:
+    """A 1x1 convolution, stride 1, no padding: the chain's first stage reads input pixels one to one."""
+    return (spec.kernel_size == (1, 1) and spec.stride == (1, 1) and not isinstance(spec.padding, str)
+            and all(p == (0, 0) for p in spec.padding))
+
+
 class PreparedPointwiseDepthwisePointwise:
     """project(depthwise(expand(x))) with each convolution's bias and activation, weights packed once; the
     pointwise stages may be grouped, with ``shuffle_groups`` a channel shuffle after the expansion
@@ -67,7 +79,8 @@ class PreparedPointwiseDepthwisePointwise:
     concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  ``chain(x, concat_with=a)`` returns
     concat([a, result]) (ShuffleNet v1's downsampling unit; ``result_first``: concat([result, a])) for a (N, OH,
     OW, C) with any C.  Weights in PyTorch order: expand (C_mid,
-    C_in/G1, 1, 1), depthwise (C_mid, 1, 3, 3), project (C_out, C_mid/G2, 1, 1); biases (C,) or None.
+    C_in/G1, 1, 1) (or (C_mid, C_in, KH, KW) for a dense first stage with its own stride and padding),
+    depthwise (C_mid, 1, 3, 3), project (C_out, C_mid/G2, 1, 1); biases (C,) or None.
     """
 
     def __init__(self, specs: tuple[ConvSpec, ConvSpec, ConvSpec], weights: tuple, biases: tuple,
@@ -83,16 +96,22 @@ class PreparedPointwiseDepthwisePointwise:
         self.specs = specs
         self.dtype = weights[0].dtype
         lanes = VECTOR_BYTES // self.dtype.itemsize
-        self.packed = packing.pack_pw_dw_pw(weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
+        expand = weights[0]
+        # A dense KxK first stage is packed as a 1x1 over KH * KW * C_in inputs ordered (kh, kw, c); each
+        # call turns those indices into offsets from an output pixel's window corner (_window_offsets).
+        self.window = not _pointwise(specs[0])
+        if self.window:
+            expand = np.ascontiguousarray(expand.transpose(0, 2, 3, 1)).reshape(expand.shape[0], -1, 1, 1)
+        self.packed = packing.pack_pw_dw_pw(expand, biases[0], weights[1], biases[1], weights[2], biases[2],
                                             2 * lanes, specs[0].groups, specs[2].groups, shuffle_groups)
+        self._offsets: dict = {}  # (row, pixel stride) -> the first stage's input offsets
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
         self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel
         self._plans: dict = {}
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """(N, H, W, C_in) -> (N, OH, OW, C_out)."""
-        bound = self.specs[1].bind((shape[0], self.specs[1].in_channels, shape[1], shape[2]))
-        return (shape[0], *bound.out_spatial, self.specs[2].out_channels)
+        return self._plan(tuple(shape), get_num_threads())[0][:3] + (self.specs[2].out_channels,)
 
     def worthwhile(self, shape: tuple[int, ...], threads: int | None = None) -> bool:
         """Whether input of ``shape`` (N, H, W, C_in) gives every thread a band of at least MIN_BAND_ROWS
@@ -100,26 +119,29 @@ class PreparedPointwiseDepthwisePointwise:
         return self._plan(tuple(shape), threads or get_num_threads())[1]
 
     def _plan(self, shape: tuple[int, ...], threads: int) -> tuple:
-        """(output shape, worthwhile, kernel's integer arguments) for an input shape, worked out once (a
-        network calls each block with one shape, and binding the spec cost more than a small block's kernel)."""
+        """(output shape, worthwhile, kernel's integer arguments, the first stage's (pad before, pad after))
+        for an input shape, worked out once (a network calls each block with one shape, and binding the
+        spec cost more than a small block's kernel)."""
         key = (shape, threads)
         plan = self._plans.get(key)
         if plan is None:
             expand, depthwise, project = self.specs
-            bound = depthwise.bind((shape[0], depthwise.in_channels, shape[1], shape[2]))
+            first = expand.bind((shape[0], expand.in_channels, shape[1], shape[2]))
+            he, we = first.out_spatial  # the first stage's output: the depthwise stage's input
+            bound = depthwise.bind((shape[0], depthwise.in_channels, he, we))
             n, (oh, ow) = shape[0], bound.out_spatial
             # Enough bands to occupy every thread, none shorter than MIN_BAND_ROWS where the image allows.
             bands = max(1, min(-(-threads // n), oh // MIN_BAND_ROWS))
             band_rows = -(-oh // bands)
             c_out, mid = project.out_channels, self.packed[4].shape[2]
-            width = max(shape[2] + bound.pad_before[1], (ow - 1) * depthwise.stride[1] + 3)
+            width = max(we + bound.pad_before[1], (ow - 1) * depthwise.stride[1] + 3)
             group = max(1, min(band_rows, -(-GROUP_PIXELS // ow)))
             while group > 1 and ((group - 1) * depthwise.stride[0] + 4) * width * mid * self.dtype.itemsize \
                     + group * ow * mid * self.dtype.itemsize > GROUP_BYTES:
                 group -= 1
             plan = ((n, oh, ow, c_out), n * (oh // MIN_BAND_ROWS) >= threads,
-                    ((oh * ow * c_out, ow * c_out, c_out), (n, shape[1], shape[2], oh, ow), depthwise.stride,
-                     bound.pad_before, c_out, band_rows, group))
+                    ((oh * ow * c_out, ow * c_out, c_out), (n, he, we, oh, ow), depthwise.stride,
+                     bound.pad_before, c_out, band_rows, group), (first.pad_before, first.pad_after))
             if len(self._plans) >= 64:
                 self._plans.clear()
             self._plans[key] = plan
@@ -135,8 +157,17 @@ class PreparedPointwiseDepthwisePointwise:
         item = x.itemsize
         if x.strides[3] != item or any(s % item for s in x.strides):
             x = np.ascontiguousarray(x)
-        shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group) = \
+        shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group), (before, after) = \
             self._plan(x.shape, threads or get_num_threads())
+        expand_sources = self.packed[1]
+        x_strides = tuple(st // item for st in x.strides[:3])
+        if self.window:  # KxK first stage: a zero-padded copy, then each output pixel's window by offsets
+            if any(before) or any(after):
+                x = _pad_channels_last(np.ascontiguousarray(x)[:, None], (0, *before), (0, *after), 0)[:, 0]
+            x_strides = tuple(st // item for st in x.strides[:3])
+            expand_sources = self._window_offsets(x_strides[1], x_strides[2])
+            step_h, step_w = self.specs[0].stride
+            x_strides = (x_strides[0], step_h * x_strides[1], step_w * x_strides[2])
         beside, beside_strides, interleave, beside_channels = self._empty, (0, 0, 0), 0, 0
         joined = concat_with if concat_with is not None else interleave_with
         if joined is not None:  # a second input the final pass stores beside the result
@@ -164,13 +195,17 @@ class PreparedPointwiseDepthwisePointwise:
         result = out if out is not None else np.empty(shape, self.dtype)
         if result.size == 0:
             return result
-        conv_pw_dw_pw_rows(_flat_from_first(x), (x.strides[0] // item, x.strides[1] // item, x.strides[2] // item),
-                           *self.packed, result.reshape(-1), out_strides,
+        conv_pw_dw_pw_rows(_flat_from_first(x), x_strides, self.packed[0], expand_sources, *self.packed[2:],
+                           result.reshape(-1), out_strides,
                            residual.reshape(-1) if residual is not None else self._empty,
                            beside, beside_strides, interleave, beside_channels, sizes, strides, pads, c_out,
                            band_rows, group,
                            self.clamps)
         return result
+
+
+    def _window_offsets(self, row: int, pixel: int) -> np.ndarray:
+        return _window_offsets(self.specs[0], self.packed[1], self._offsets, row, pixel)
 
 
 def _flat_from_first(x: np.ndarray) -> np.ndarray:
@@ -187,3 +222,106 @@ def _flat_from_first(x: np.ndarray) -> np.ndarray:
         if remainder == 0 and 0 <= offset and offset + extent <= base.size:
             return base.reshape(-1)[offset:offset + extent]
     return np.lib.stride_tricks.as_strided(x, (extent,), (item,))
+
+
+def _window_offsets(spec: ConvSpec, indices: np.ndarray, memo: dict, row: int, pixel: int) -> np.ndarray:
+    """A KxK convolution's packed input indices as element offsets from a window's corner, for input rows
+    ``row`` and pixels ``pixel`` elements apart (channels contiguous): index (kh * KW + kw) * C_in + c reads
+    kh * dh rows, kw * dw pixels and c channels on.  Remembered in ``memo`` per (row, pixel)."""
+    offsets = memo.get((row, pixel))
+    if offsets is None:
+        tap, channel = np.divmod(indices, spec.in_channels)
+        kh, kw = np.divmod(tap, spec.kernel_size[1])
+        offsets = kh * spec.dilation[0] * row + kw * spec.dilation[1] * pixel + channel
+        if len(memo) >= 64:
+            memo.clear()
+        memo[(row, pixel)] = offsets
+    return offsets
+
+
+def pooled_size(length: int, kernel: int, stride: int, pads: tuple[int, int], ceil_mode: bool) -> int:
+    """Output length of a pooling window over ``length`` positions (the graph's and Network's rule)."""
+    span = length + pads[0] + pads[1] - kernel
+    return (-(-span // stride) if ceil_mode else span // stride) + 1
+
+
+class PreparedConvMaxPool:
+    """maxpool(activation(conv(x))): a network's stem (ResNet's 7x7/2, ShuffleNet's 3x3/2) with the max
+    pooling after it in one kernel (kernels/cpu/fused_blocks.conv_maxpool_rows): the convolution's output,
+    the largest tensor of such a network, is never written to memory.
+
+    ``fused(x)``: x (N, H, W, C_in) channels-last -> (N, OH, OW, C_out).  ``spec`` is a dense 2D convolution
+    with zero padding, weight (C_out, C_in, KH, KW), bias (C_out,) or None; ``activation`` None, 'relu',
+    'relu6' or a (low, high) clip; ``pool`` (kernel, stride, padding pairs, ceil_mode) of a 2D max pooling.
+    """
+
+    def __init__(self, spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, activation, pool: tuple):
+        from .kernels.cpu.simd import VECTOR_BYTES
+        kernel, stride, pads, ceil_mode = pool
+        if spec.ndim != 2 or spec.transposed or spec.groups != 1 or spec.padding_mode != "zeros":
+            raise ConvSpecError("the convolution must be a dense 2D convolution with zero padding")
+        if len(kernel) != 2 or len(stride) != 2 or len(pads) != 2 or any(p[0] >= k or p[1] >= k
+                                                                       for p, k in zip(pads, kernel)):
+            raise ConvSpecError(f"pool must be 2D with padding smaller than its window, got kernel={kernel}, "
+                                f"padding={pads}")
+        if not (isinstance(activation, tuple) and len(activation) == 2) and activation not in CLAMPS:
+            raise ConvSpecError(f"activation must be None, 'relu', 'relu6' or (low, high), got {activation!r}")
+        weight = np.ascontiguousarray(weight)
+        if tuple(weight.shape) != spec.weight_shape:
+            raise ConvSpecError(f"weight must have shape {spec.weight_shape}, got {tuple(weight.shape)}")
+        self.spec, self.pool, self.dtype = spec, (tuple(kernel), tuple(stride), tuple(map(tuple, pads)), ceil_mode), weight.dtype
+        lanes = VECTOR_BYTES // self.dtype.itemsize
+        self.packed = packing.pack_window_blocks(weight, None if bias is None else np.asarray(bias, self.dtype),
+                                                 2 * lanes)
+        self.clamp = _clamp_row(activation)
+        self._offsets: dict = {}
+        self._plans: dict = {}
+
+    def _plan(self, shape: tuple[int, ...], threads: int) -> tuple:
+        """(output shape, worthwhile, conv pad before/after, kernel sizes, pool geometry, band rows)."""
+        key = (shape, threads)
+        plan = self._plans.get(key)
+        if plan is None:
+            bound = self.spec.bind((shape[0], self.spec.in_channels, shape[1], shape[2]))
+            (kh, kw), (sh, sw), pads, ceil_mode = self.pool
+            h, w = bound.out_spatial
+            oh, ow = (pooled_size(h, kh, sh, pads[0], ceil_mode), pooled_size(w, kw, sw, pads[1], ceil_mode))
+            n = shape[0]
+            bands = max(1, min(-(-threads // n), oh // MIN_BAND_ROWS))
+            plan = ((n, oh, ow, self.spec.out_channels), n * (oh // MIN_BAND_ROWS) >= threads,
+                    bound.pad_before, bound.pad_after, (n, h, w, oh, ow), (kh, kw, sh, sw, pads[0][0], pads[1][0]),
+                    -(-oh // bands))
+            if len(self._plans) >= 64:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, H, W, C_in) -> (N, OH, OW, C_out)."""
+        return self._plan(tuple(shape), get_num_threads())[0]
+
+    def worthwhile(self, shape: tuple[int, ...], threads: int | None = None) -> bool:
+        """Whether every thread gets a band of at least MIN_BAND_ROWS pooled rows (else recomputed rows
+        and idle threads cost more than the fusion saves)."""
+        return self._plan(tuple(shape), threads or get_num_threads())[1]
+
+    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != self.spec.in_channels \
+                or x.dtype != self.dtype:
+            raise ConvSpecError(f"input must be a {self.dtype} array (N, H, W, {self.spec.in_channels}) "
+                                f"channels-last, got {getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}")
+        shape, _, before, after, sizes, pool, band_rows = self._plan(x.shape, threads or get_num_threads())
+        result = np.empty(shape, self.dtype)
+        if result.size == 0:
+            return result
+        x = np.ascontiguousarray(x)
+        if any(before) or any(after):
+            x = _pad_channels_last(x[:, None], (0, *before), (0, *after), 0)[:, 0]
+        item = x.itemsize
+        n_stride, row, pixel = (st // item for st in x.strides[:3])
+        (sh, sw) = self.spec.stride
+        conv_maxpool_rows(x.reshape(-1), (n_stride, sh * row, sw * pixel), self.packed[0],
+                          _window_offsets(self.spec, self.packed[1], self._offsets, row, pixel), self.packed[2],
+                          self.packed[3], result.reshape(-1), sizes, pool, shape[3], band_rows, self.clamp[0] != 0,
+                          self.clamp[1], self.clamp[2])
+        return result

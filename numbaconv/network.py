@@ -194,6 +194,15 @@ class Network:
                                               flops + sum(node_cost(n).flops for n in (bn, add, act) if n))
                     continue
                 act = sole_next(bn.output if bn else node.output, ACTIVATION_OPS)
+                pool = sole_next((act or bn or node).output, ("maxpool",))
+                if pool is not None and self._conv_maxpool_fits(node, act, pool):
+                    # A stem and its max pooling: the convolution's output never reaches memory.
+                    fused = tuple(n.name for n in (bn, act, pool) if n is not None)
+                    absorbed.update(fused)
+                    self.steps.append(Step(node.name, "conv-maxpool", node.inputs, pool.output,
+                                           self._conv_maxpool_step(node, params, bn, act, pool), fused,
+                                           flops + sum(node_cost(n).flops for n in (bn, act, pool) if n)))
+                    continue
                 # A channel shuffle after a fused relu/relu6 (or none) is stored by the kernel itself; after
                 # another activation it would run before that activation, which commutes with it anyway.
                 shuffle = sole_next((act or bn or node).output, ("shuffle",))
@@ -290,6 +299,40 @@ class Network:
             both = np.empty((*y.shape[:-1], 2 * y.shape[-1]), y.dtype)
             both[..., int(not result_first)::2], both[..., int(result_first)::2] = y, other
             return both
+
+        return run
+
+    @staticmethod
+    def _conv_maxpool_fits(conv: Node, act: Node | None, pool: Node) -> bool:
+        """Whether fused_blocks.PreparedConvMaxPool computes this convolution, activation and max pooling,
+        with the graph's pooled shape."""
+        from .fused_blocks import pooled_size
+        spec, a = conv.attrs["spec"], pool.attrs
+        if (spec.ndim != 2 or spec.transposed or spec.groups != 1 or spec.padding_mode != "zeros"
+                or _clamp_bounds(act) == "unsupported" or len(a["kernel"]) != 2
+                or any(p[0] >= k or p[1] >= k for p, k in zip(a["padding"], a["kernel"]))):
+            return False
+        sizes = tuple(pooled_size(length, k, s, p, a.get("ceil_mode", False))
+                      for length, k, s, p in zip(conv.output_shape[2:], a["kernel"], a["stride"], a["padding"]))
+        return sizes == tuple(pool.output_shape[2:])
+
+    def _conv_maxpool_step(self, node: Node, params: dict, bn: Node | None, act: Node | None, pool: Node):
+        """run(x): maxpool(activation(conv(x))) in one kernel (numbaconv.fused_blocks) where every thread
+        gets rows enough, else the convolution step and the pooling step."""
+        from .fused_blocks import PreparedConvMaxPool
+        bn_params = bn and params.get(bn.name)
+        spec, weight, bias = self._folded(node, params, bn_params)
+        a = pool.attrs
+        fused = PreparedConvMaxPool(spec, weight, bias, _clamp_bounds(act),
+                                    (a["kernel"], a["stride"], a["padding"], a.get("ceil_mode", False)))
+        layers: list = []
+
+        def run(x: np.ndarray) -> np.ndarray:
+            if fused.worthwhile(x.shape):
+                return fused(x)
+            if not layers:
+                layers.extend((self._conv_step(node, params, bn_params, act), _pool_step("maxpool", a, self.dtype)))
+            return layers[1](layers[0](x))
 
         return run
 

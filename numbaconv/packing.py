@@ -96,6 +96,24 @@ def pack_small_groups(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(as_3d_kernel(weight).transpose(2, 3, 4, 1, 0))
 
 
+def pack_window_blocks(weight: np.ndarray, bias: np.ndarray | None, block: int) -> tuple[np.ndarray, ...]:
+    """A dense convolution (C_out, C_in, KH, KW) for kernels/cpu/fused_blocks.py's pointwise_pixels, which
+    reads each input through an offset: (B, K, block) weights with K = KH * KW * C_in inputs in (kh, kw, c)
+    order, their flat indices (B, K) (the caller turns them into offsets for its input's strides), counts
+    (B,) and the bias (B * block,), output channels zero-padded to whole blocks of ``block``."""
+    c_out = weight.shape[0]
+    rows = weight.transpose(0, 2, 3, 1).reshape(c_out, -1)
+    blocks = -(-c_out // block)
+    packed = np.zeros((blocks * block, rows.shape[1]), weight.dtype)
+    packed[:c_out] = rows
+    padded_bias = np.zeros(blocks * block, weight.dtype)
+    if bias is not None:
+        padded_bias[:c_out] = bias
+    sources = np.tile(np.arange(rows.shape[1], dtype=np.int64), (blocks, 1))
+    return (np.ascontiguousarray(packed.reshape(blocks, block, -1).transpose(0, 2, 1)), sources,
+            np.full(blocks, rows.shape[1], np.int64), padded_bias)
+
+
 def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.ndarray, taps_bias: np.ndarray | None,
                   project: np.ndarray, project_bias: np.ndarray | None, block: int, expand_groups: int = 1,
                   project_groups: int = 1, shuffle_groups: int = 0) -> tuple[np.ndarray, ...]:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import numbaconv as nc
-from numbaconv.fused_blocks import PreparedPointwiseDepthwisePointwise, chain_fits
+from numbaconv.fused_blocks import PreparedConvMaxPool, PreparedPointwiseDepthwisePointwise, chain_fits
 
 from . import reference as ref
 from .conftest import assert_close
@@ -71,7 +71,10 @@ def test_chain_refuses_what_it_cannot_compute(rng):
     depthwise = nc.ConvSpec(2, 8, 8, 3, padding=1, groups=8)
     assert chain_fits(pointwise, depthwise, pointwise, (None, None, None)) is None
     assert "depthwise" in chain_fits(pointwise, dense, pointwise, (None, None, None))
-    assert "expand" in chain_fits(dense, depthwise, pointwise, (None, None, None))
+    assert chain_fits(dense, depthwise, pointwise, (None, None, None)) is None  # a dense KxK first stage
+    grouped = nc.ConvSpec(2, 8, 8, 3, padding=1, groups=2)
+    assert "expand" in chain_fits(grouped, depthwise, pointwise, (None, None, None))
+    assert "project" in chain_fits(pointwise, depthwise, dense, (None, None, None))
     assert "activations" in chain_fits(pointwise, depthwise, pointwise, ("hardswish", None, None))
     reflect = nc.ConvSpec(2, 8, 8, 3, padding=1, groups=8, padding_mode="reflect")
     assert "zero padding" in chain_fits(pointwise, reflect, pointwise, (None,) * 3)
@@ -154,3 +157,86 @@ def test_chain_stores_a_concat(kept_channels, result_first, rng):
     np.testing.assert_array_equal(y, np.concatenate(parts, axis=-1))
     with pytest.raises(nc.ConvSpecError, match="concat_with must be"):
         chain(x, concat_with=kept[:, 1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c_in,c_mid,c_out,k,stride,padding,dilation,size,dw_stride,threads", [
+    (1, 3, 32, 16, 3, 2, 1, 1, (29, 33), 1, 2),    # MobileNet's stem and first separable block
+    (2, 3, 24, 13, 3, 2, 1, 1, (18, 15), 2, 3),    # even sizes, ragged output channels, 3 bands
+    (1, 5, 16, 7, 5, 1, 4, 2, (13, 9), 1, 2),      # 5x5, dilation 2
+    (3, 2, 8, 4, 2, 3, 0, 1, (20, 11), 1, 1),      # stride larger than the kernel, no padding
+    (1, 1, 8, 1, 3, 1, (0, 2), 1, (7, 6), 1, 2),   # one channel in and out, padding on one side
+])
+def test_chain_with_a_windowed_first_stage(n, c_in, c_mid, c_out, k, stride, padding, dilation, size, dw_stride,
+                                           threads, dtype, rng):
+    specs = (nc.ConvSpec(2, c_in, c_mid, k, stride, padding, dilation, bias=True),
+             nc.ConvSpec(2, c_mid, c_mid, 3, dw_stride, 1, groups=c_mid, bias=True),
+             nc.ConvSpec(2, c_mid, c_out, 1, bias=True))
+    weights = [(rng.standard_normal(s.weight_shape) * 0.5 + 0.05).astype(dtype) for s in specs]
+    biases = [(rng.standard_normal(s.out_channels) + 0.1).astype(dtype) for s in specs]
+    activations = ("relu6", "relu", None)
+    chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, activations)
+    x = (rng.standard_normal((n, c_in, *size)) + 0.1).astype(dtype)
+    y, scale = x, np.abs(x)
+    for spec, w, b, activation in zip(specs, weights, biases, activations):
+        pads = spec.resolve_padding(y.shape[2:])
+        y = _clip(ref.conv(y, w, b, spec.stride, pads, spec.dilation, spec.groups), activation)
+        scale = ref.conv(scale, np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, spec.groups)
+    reduction = c_in * k * k + 9 + c_mid
+    x_last = np.moveaxis(x, 1, -1)
+    assert chain.output_shape(x_last.shape) == (n, *y.shape[2:], c_out)
+    # a channels-last view of the NCHW array (not contiguous): copied, padded, read through offsets
+    assert_close(y, np.moveaxis(chain(x_last, threads=threads), -1, 1), 4 * scale, reduction)
+    assert_close(y, np.moveaxis(chain(np.ascontiguousarray(x_last), threads=threads), -1, 1), 4 * scale, reduction)
+
+
+def _conv_maxpool_reference(x, w, b, spec, activation, pool):
+    """float64 NCHW maxpool(activation(conv)) and the |x||w| scale, by the reference's definitions."""
+    kernel, stride, pads, ceil_mode = pool
+    conv_pads = spec.resolve_padding(x.shape[2:])
+    y = _clip(ref.conv(x, w, b, spec.stride, conv_pads, spec.dilation), activation)
+    scale = ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, conv_pads, spec.dilation)
+    rounding = np.ceil if ceil_mode else np.floor
+    shape = (*y.shape[:2], *(int(rounding((length + p[0] + p[1] - kk) / s)) + 1
+                             for length, kk, s, p in zip(y.shape[2:], kernel, stride, pads)))
+    attrs = {"kernel": kernel, "stride": stride, "padding": pads}
+    return ref._pool("maxpool", y, attrs, shape), ref._pool("maxpool", scale, attrs, shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,c_in,c_out,k,stride,padding,size,pool,activation,threads", [
+    (1, 3, 24, 3, 2, 1, (45, 38), ((3, 3), (2, 2), ((1, 1), (1, 1)), False), "relu", 2),   # ShuffleNet's stem
+    (2, 3, 64, 7, 2, 3, (33, 29), ((3, 3), (2, 2), ((1, 1), (1, 1)), False), "relu", 3),   # ResNet's stem
+    (3, 5, 13, 3, 1, 0, (17, 9), ((2, 2), (2, 2), ((0, 0), (0, 0)), True), None, 2),      # ceil mode, ragged C
+    (1, 2, 20, 3, 3, 1, (30, 31), ((3, 2), (2, 3), ((1, 1), (0, 0)), True), (-0.5, 0.5), 1),
+    (1, 1, 1, 1, 1, 0, (9, 9), ((3, 3), (4, 4), ((1, 1), (1, 1)), False), "relu6", 2),    # pool stride > window
+])
+def test_conv_maxpool_matches_reference(n, c_in, c_out, k, stride, padding, size, pool, activation, threads, dtype,
+                                        rng):
+    spec = nc.ConvSpec(2, c_in, c_out, k, stride, padding, bias=True)
+    w = (rng.standard_normal(spec.weight_shape) * 0.5).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    fused = PreparedConvMaxPool(spec, w, b, activation, pool)
+    x = rng.standard_normal((n, c_in, *size)).astype(dtype)
+    expected, scale = _conv_maxpool_reference(x, w, b, spec, activation, pool)
+    x_last = np.moveaxis(x, 1, -1)  # a strided view: copied first
+    assert fused.output_shape(x_last.shape) == (n, *expected.shape[2:], c_out)
+    assert_close(expected, np.moveaxis(fused(x_last, threads=threads), -1, 1), 4 * scale, c_in * k * k)
+
+
+def test_conv_maxpool_refuses_what_it_cannot_compute(rng):
+    spec = nc.ConvSpec(2, 4, 8, 3, padding=1)
+    w = np.ones(spec.weight_shape, np.float32)
+    pool = ((3, 3), (2, 2), ((1, 1), (1, 1)), False)
+    with pytest.raises(nc.ConvSpecError, match="dense 2D convolution"):
+        PreparedConvMaxPool(nc.ConvSpec(2, 4, 8, 3, padding=1, groups=2), np.ones((8, 2, 3, 3), np.float32),
+                            None, None, pool)
+    with pytest.raises(nc.ConvSpecError, match="padding smaller than its window"):
+        PreparedConvMaxPool(spec, w, None, None, ((2, 2), (2, 2), ((2, 2), (2, 2)), False))
+    with pytest.raises(nc.ConvSpecError, match="activation must be"):
+        PreparedConvMaxPool(spec, w, None, "hardswish", pool)
+    with pytest.raises(nc.ConvSpecError, match="weight must have shape"):
+        PreparedConvMaxPool(spec, w[:, :3], None, None, pool)
+    fused = PreparedConvMaxPool(spec, w, None, None, pool)
+    with pytest.raises(nc.ConvSpecError, match=r"input must be a float32 array \(N, H, W, 4\)"):
+        fused(np.ones((1, 8, 8, 3), np.float32))

@@ -404,6 +404,24 @@ def test_global_average_pooling_step(shape, rng):
     assert _global_avgpool_step(flat) is flat  # already (N, features): nothing to pool
 
 
+@pytest.mark.parametrize("size", [1, 7, 8, 29, 16384 + 13, 3 * 16384])
+@pytest.mark.parametrize("clamp", [None, (0.0, np.inf), (0.0, 6.0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_residual_add_clamped(size, clamp, dtype, rng):
+    from numbaconv.kernels.cpu.elementwise import add_clamped
+    x = (3 * rng.standard_normal(size)).astype(dtype)
+    y = (3 * rng.standard_normal(size)).astype(dtype)
+    x[size // 2] = np.nan  # NaN passes the clamp, as in np.clip
+    expected = x.astype(np.float64) + y
+    if clamp:
+        expected = np.clip(expected, *clamp)
+    out = np.full(size, 7, dtype)
+    add_clamped(x, y, out, clamp is not None, *(clamp or (0.0, 0.0)))
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    add_clamped(x, y, x, clamp is not None, *(clamp or (0.0, 0.0)))  # in place over a summand
+    np.testing.assert_allclose(x, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 17, 19), (2, 16, 9, 33), (3, 5, 11), (2, 9, 3, 4, 10)])
 def test_to_channels_last_copies_any_layout(shape, rng):
     from numbaconv.api import to_channels_last

@@ -29,6 +29,8 @@ def test_catalogue_model_matches_float64_reference(name, options, rng):
     assert relative_error(y, expected) < 1e-4
     # every BatchNorm follows a convolution here, so all were folded into it
     assert "bn" not in [step.op for step in net.steps]
+    # the stem runs fused with what follows it: MobileNet's first separable block, the others' max pooling
+    assert net.steps[0].op == ("pw-dw-pw" if name.startswith("mobilenet") else "conv-maxpool")
     assert sum(len(step.fused) for step in net.steps) >= sum(node.op == "bn" for node in graph.nodes)
 
 

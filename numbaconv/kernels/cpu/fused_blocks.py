@@ -15,7 +15,7 @@ numbaconv.packing.pack_pw_dw_pw (zero weights and bias: padded channels stay exa
 import numpy as np
 from numba import njit, prange
 
-from .simd import vadd, vclamp, vfma, vlanes, vload, vsplat, vstore, vzip_high, vzip_low
+from .simd import vadd, vclamp, vfma, vlanes, vload, vmax, vput, vsplat, vstore, vzip_high, vzip_low
 
 PIXELS = 6  # pixels per pointwise block (6 x 2 vectors: 12 accumulators for AVX2's 16 registers)
 
@@ -289,3 +289,62 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
                         if c3:
                             value = min(max(value, low3), high3)
                         out[target + c] = value
+
+
+@njit(parallel=True, cache=True)
+def conv_maxpool_rows(x, x_strides, weights, sources, counts, bias, out, sizes, pool, c_out, band_rows, clamp, low,
+                      high):
+    """out = maxpool(clamp(conv(x) + bias)), channels-last: a network's stem and the pooling after it, the
+    convolution's output rows held in a ring (never in memory) while each pooled row reads its window.
+
+    x         flat input from its first element (already zero-padded for the convolution); x_strides (n, h, w):
+              elements between images, between the convolution's consecutive output rows and pixels (its
+              stride folded in), channels contiguous
+    weights, sources, counts, bias: the convolution by output blocks (pointwise_pixels; sources are offsets
+              from a window's corner), its channels padded to whole blocks
+    out       (N, OH, OW, c_out) flat; sizes (N, H, W, OH, OW): the convolution's H x W, the pooled OH x OW
+    pool      (KH, KW, SH, SW, PH, PW): the pooling window, stride and padding (padded positions never win)
+    band_rows pooled rows per job: a band recomputes the KH - SH convolution rows its neighbour also needs
+    """
+    N, H, W, OH, OW = sizes
+    KH, KW, SH, SW, PH, PW = pool
+    C = weights.shape[0] * weights.shape[2]
+    xn, xh, xw = x_strides
+    lanes = vlanes(bias)
+    width = max(W + PW, (OW - 1) * SW + KW)  # a ring row: columns outside the map stay -inf
+    bands = (OH + band_rows - 1) // band_rows
+    for job in prange(N * bands):
+        n = job // bands
+        first = (job % bands) * band_rows
+        last = min(OH, first + band_rows)
+        ring = np.full((KH + 1) * width * C, -np.inf, bias.dtype)  # slot KH: the row outside the map
+        held = np.full(KH, -1, np.int64)
+        ring_at = np.empty(W, np.int64)
+        window = np.empty(KH, np.int64)
+        for oh in range(first, last):
+            for kh in range(KH):
+                ih = oh * SH - PH + kh
+                slot = KH
+                if 0 <= ih < H:
+                    slot = ih % KH
+                    if held[slot] != ih:
+                        held[slot] = ih
+                        for w in range(W):
+                            ring_at[w] = (slot * width + PW + w) * C
+                        pointwise_pixels(x, n * xn + ih * xh, xw, W, weights, sources, counts, bias, ring, ring_at,
+                                         clamp, low, high)
+                window[kh] = slot * width * C
+            row = ((n * OH + oh) * OW) * c_out
+            for ow in range(OW):
+                column = ow * SW * C  # ring column ow * SW + kw holds input column ow * SW - PW + kw
+                for c in range(0, c_out, lanes):
+                    acc = vload(ring, window[0] + column + c)
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            acc = vmax(acc, vload(ring, window[kh] + column + kw * C + c))
+                    at = row + ow * c_out + c
+                    if c + lanes <= c_out:
+                        vstore(out, at, acc)
+                    else:  # the real channels of a last, partly filled vector
+                        for lane in range(c_out - c):
+                            vput(out, at + lane, acc, lane)
