@@ -269,7 +269,8 @@ class PreparedConvMaxPool:
         weight = np.ascontiguousarray(weight)
         if tuple(weight.shape) != spec.weight_shape:
             raise ConvSpecError(f"weight must have shape {spec.weight_shape}, got {tuple(weight.shape)}")
-        self.spec, self.pool, self.dtype = spec, (tuple(kernel), tuple(stride), tuple(map(tuple, pads)), ceil_mode), weight.dtype
+        self.spec, self.dtype = spec, weight.dtype
+        self.pool = (tuple(kernel), tuple(stride), tuple(map(tuple, pads)), ceil_mode)
         lanes = VECTOR_BYTES // self.dtype.itemsize
         self.packed = packing.pack_window_blocks(weight, None if bias is None else np.asarray(bias, self.dtype),
                                                  2 * lanes)
@@ -286,6 +287,9 @@ class PreparedConvMaxPool:
             (kh, kw), (sh, sw), pads, ceil_mode = self.pool
             h, w = bound.out_spatial
             oh, ow = (pooled_size(h, kh, sh, pads[0], ceil_mode), pooled_size(w, kw, sw, pads[1], ceil_mode))
+            if oh < 1 or ow < 1:
+                raise ConvSpecError(f"the pool window {(kh, kw)} is larger than the padded convolution output "
+                                    f"{(h, w)} of input {shape}")
             n = shape[0]
             bands = max(1, min(-(-threads // n), oh // MIN_BAND_ROWS))
             plan = ((n, oh, ow, self.spec.out_channels), n * (oh // MIN_BAND_ROWS) >= threads,

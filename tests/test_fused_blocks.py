@@ -240,3 +240,6 @@ def test_conv_maxpool_refuses_what_it_cannot_compute(rng):
     fused = PreparedConvMaxPool(spec, w, None, None, pool)
     with pytest.raises(nc.ConvSpecError, match=r"input must be a float32 array \(N, H, W, 4\)"):
         fused(np.ones((1, 8, 8, 3), np.float32))
+    wide = PreparedConvMaxPool(spec, w, None, None, ((5, 5), (1, 1), ((0, 0), (0, 0)), False))
+    with pytest.raises(nc.ConvSpecError, match="larger than the padded convolution output"):
+        wide(np.ones((1, 3, 8, 4), np.float32))
