@@ -96,13 +96,10 @@ class PreparedPointwiseDepthwisePointwise:
         self.specs = specs
         self.dtype = weights[0].dtype
         lanes = VECTOR_BYTES // self.dtype.itemsize
-        expand = weights[0]
-        # A dense KxK first stage is packed as a 1x1 over KH * KW * C_in inputs ordered (kh, kw, c); each
-        # call turns those indices into offsets from an output pixel's window corner (_window_offsets).
+        # A dense KxK first stage is packed as a 1x1 over its window's inputs; each call turns their flat
+        # indices into offsets from an output pixel's window corner (_window_input).
         self.window = not _pointwise(specs[0])
-        if self.window:
-            expand = np.ascontiguousarray(expand.transpose(0, 2, 3, 1)).reshape(expand.shape[0], -1, 1, 1)
-        self.packed = packing.pack_pw_dw_pw(expand, biases[0], weights[1], biases[1], weights[2], biases[2],
+        self.packed = packing.pack_pw_dw_pw(weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
                                             2 * lanes, specs[0].groups, specs[2].groups, shuffle_groups)
         self._offsets: dict = {}  # (row, pixel stride) -> the first stage's input offsets
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
@@ -130,16 +127,14 @@ class PreparedPointwiseDepthwisePointwise:
             he, we = first.out_spatial  # the first stage's output: the depthwise stage's input
             bound = depthwise.bind((shape[0], depthwise.in_channels, he, we))
             n, (oh, ow) = shape[0], bound.out_spatial
-            # Enough bands to occupy every thread, none shorter than MIN_BAND_ROWS where the image allows.
-            bands = max(1, min(-(-threads // n), oh // MIN_BAND_ROWS))
-            band_rows = -(-oh // bands)
+            band_rows, worthwhile = _bands(n, oh, threads)
             c_out, mid = project.out_channels, self.packed[4].shape[2]
             width = max(we + bound.pad_before[1], (ow - 1) * depthwise.stride[1] + 3)
             group = max(1, min(band_rows, -(-GROUP_PIXELS // ow)))
             while group > 1 and ((group - 1) * depthwise.stride[0] + 4) * width * mid * self.dtype.itemsize \
                     + group * ow * mid * self.dtype.itemsize > GROUP_BYTES:
                 group -= 1
-            plan = ((n, oh, ow, c_out), n * (oh // MIN_BAND_ROWS) >= threads,
+            plan = ((n, oh, ow, c_out), worthwhile,
                     ((oh * ow * c_out, ow * c_out, c_out), (n, he, we, oh, ow), depthwise.stride,
                      bound.pad_before, c_out, band_rows, group), (first.pad_before, first.pad_after))
             if len(self._plans) >= 64:
@@ -150,24 +145,17 @@ class PreparedPointwiseDepthwisePointwise:
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None,
                  threads: int | None = None, interleave_with: np.ndarray | None = None,
                  result_first: bool = False, concat_with: np.ndarray | None = None) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != self.specs[0].in_channels \
-                or x.dtype != self.dtype:
-            raise ConvSpecError(f"input must be a {self.dtype} array (N, H, W, {self.specs[0].in_channels}) "
-                                f"channels-last, got {getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}")
+        _check_input(x, self.specs[0].in_channels, self.dtype)
         item = x.itemsize
         if x.strides[3] != item or any(s % item for s in x.strides):
             x = np.ascontiguousarray(x)
         shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group), (before, after) = \
             self._plan(x.shape, threads or get_num_threads())
-        expand_sources = self.packed[1]
-        x_strides = tuple(st // item for st in x.strides[:3])
-        if self.window:  # KxK first stage: a zero-padded copy, then each output pixel's window by offsets
-            if any(before) or any(after):
-                x = _pad_channels_last(np.ascontiguousarray(x)[:, None], (0, *before), (0, *after), 0)[:, 0]
-            x_strides = tuple(st // item for st in x.strides[:3])
-            expand_sources = self._window_offsets(x_strides[1], x_strides[2])
-            step_h, step_w = self.specs[0].stride
-            x_strides = (x_strides[0], step_h * x_strides[1], step_w * x_strides[2])
+        if self.window:
+            x, x_strides, expand_sources = _window_input(self.specs[0], x, before, after, self.packed[1],
+                                                         self._offsets)
+        else:
+            x_strides, expand_sources = tuple(st // item for st in x.strides[:3]), self.packed[1]
         beside, beside_strides, interleave, beside_channels = self._empty, (0, 0, 0), 0, 0
         joined = concat_with if concat_with is not None else interleave_with
         if joined is not None:  # a second input the final pass stores beside the result
@@ -204,10 +192,6 @@ class PreparedPointwiseDepthwisePointwise:
         return result
 
 
-    def _window_offsets(self, row: int, pixel: int) -> np.ndarray:
-        return _window_offsets(self.specs[0], self.packed[1], self._offsets, row, pixel)
-
-
 def _flat_from_first(x: np.ndarray) -> np.ndarray:
     """A 1D array starting at x's first element and reaching its last, sharing memory: x itself flattened
     when contiguous, else a slice of its contiguous base (a channel slice of a larger array), else a
@@ -224,10 +208,29 @@ def _flat_from_first(x: np.ndarray) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(x, (extent,), (item,))
 
 
-def _window_offsets(spec: ConvSpec, indices: np.ndarray, memo: dict, row: int, pixel: int) -> np.ndarray:
-    """A KxK convolution's packed input indices as element offsets from a window's corner, for input rows
-    ``row`` and pixels ``pixel`` elements apart (channels contiguous): index (kh * KW + kw) * C_in + c reads
-    kh * dh rows, kw * dw pixels and c channels on.  Remembered in ``memo`` per (row, pixel)."""
+def _check_input(x, channels: int, dtype: np.dtype) -> None:
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != channels or x.dtype != dtype:
+        raise ConvSpecError(f"input must be a {dtype} array (N, H, W, {channels}) channels-last, got "
+                            f"{getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}")
+
+
+def _bands(n: int, rows: int, threads: int) -> tuple[int, bool]:
+    """(rows per band, worthwhile) for ``rows`` output rows of each of ``n`` images: enough bands to occupy
+    every thread, none shorter than MIN_BAND_ROWS where the image allows; worthwhile when every thread gets
+    a band of MIN_BAND_ROWS (a band recomputes the rows its window shares with its neighbour)."""
+    bands = max(1, min(-(-threads // n), rows // MIN_BAND_ROWS))
+    return -(-rows // bands), n * (rows // MIN_BAND_ROWS) >= threads
+
+
+def _window_input(spec: ConvSpec, x: np.ndarray, before: tuple, after: tuple, indices: np.ndarray,
+                  memo: dict) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """(input, (n, h, w) strides, offsets) for a KxK first stage read through offsets: x (N, H, W, C) zero-
+    padded by ``before``/``after`` (a copy) where needed; the strides step between the convolution's output
+    rows and pixels (its stride folded in); the packed flat indices (kh * KW + kw) * C_in + c as element
+    offsets from a window's corner (kh * dh rows, kw * dw pixels, c channels on), remembered in ``memo``."""
+    if any(before) or any(after):
+        x = _pad_channels_last(np.ascontiguousarray(x)[:, None], (0, *before), (0, *after), 0)[:, 0]
+    n_stride, row, pixel = (st // x.itemsize for st in x.strides[:3])
     offsets = memo.get((row, pixel))
     if offsets is None:
         tap, channel = np.divmod(indices, spec.in_channels)
@@ -236,7 +239,21 @@ def _window_offsets(spec: ConvSpec, indices: np.ndarray, memo: dict, row: int, p
         if len(memo) >= 64:
             memo.clear()
         memo[(row, pixel)] = offsets
-    return offsets
+    return x, (n_stride, spec.stride[0] * row, spec.stride[1] * pixel), offsets
+
+
+def conv_maxpool_fits(spec: ConvSpec, activation, pool: tuple) -> str | None:
+    """None when PreparedConvMaxPool computes maxpool(activation(conv)) for ``spec`` and ``pool`` (kernel,
+    stride, padding pairs, ceil_mode), else why not."""
+    kernel, stride, pads, _ = pool
+    if spec.ndim != 2 or spec.transposed or spec.groups != 1 or spec.padding_mode != "zeros":
+        return "the convolution must be a dense 2D convolution with zero padding"
+    if len(kernel) != 2 or len(stride) != 2 or len(pads) != 2 or any(p[0] >= k or p[1] >= k
+                                                                   for p, k in zip(pads, kernel)):
+        return f"pool must be 2D with padding smaller than its window, got kernel={kernel}, padding={pads}"
+    if not (isinstance(activation, tuple) and len(activation) == 2) and activation not in CLAMPS:
+        return f"activation must be None, 'relu', 'relu6' or (low, high), got {activation!r}"
+    return None
 
 
 def pooled_size(length: int, kernel: int, stride: int, pads: tuple[int, int], ceil_mode: bool) -> int:
@@ -257,23 +274,17 @@ class PreparedConvMaxPool:
 
     def __init__(self, spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, activation, pool: tuple):
         from .kernels.cpu.simd import VECTOR_BYTES
+        why = conv_maxpool_fits(spec, activation, pool)
+        if why:
+            raise ConvSpecError(why)
         kernel, stride, pads, ceil_mode = pool
-        if spec.ndim != 2 or spec.transposed or spec.groups != 1 or spec.padding_mode != "zeros":
-            raise ConvSpecError("the convolution must be a dense 2D convolution with zero padding")
-        if len(kernel) != 2 or len(stride) != 2 or len(pads) != 2 or any(p[0] >= k or p[1] >= k
-                                                                       for p, k in zip(pads, kernel)):
-            raise ConvSpecError(f"pool must be 2D with padding smaller than its window, got kernel={kernel}, "
-                                f"padding={pads}")
-        if not (isinstance(activation, tuple) and len(activation) == 2) and activation not in CLAMPS:
-            raise ConvSpecError(f"activation must be None, 'relu', 'relu6' or (low, high), got {activation!r}")
         weight = np.ascontiguousarray(weight)
         if tuple(weight.shape) != spec.weight_shape:
             raise ConvSpecError(f"weight must have shape {spec.weight_shape}, got {tuple(weight.shape)}")
         self.spec, self.dtype = spec, weight.dtype
         self.pool = (tuple(kernel), tuple(stride), tuple(map(tuple, pads)), ceil_mode)
         lanes = VECTOR_BYTES // self.dtype.itemsize
-        self.packed = packing.pack_window_blocks(weight, None if bias is None else np.asarray(bias, self.dtype),
-                                                 2 * lanes)
+        self.packed = packing.pack_window_blocks(weight, bias, 2 * lanes)
         self.clamp = _clamp_row(activation)
         self._offsets: dict = {}
         self._plans: dict = {}
@@ -291,10 +302,9 @@ class PreparedConvMaxPool:
                 raise ConvSpecError(f"the pool window {(kh, kw)} is larger than the padded convolution output "
                                     f"{(h, w)} of input {shape}")
             n = shape[0]
-            bands = max(1, min(-(-threads // n), oh // MIN_BAND_ROWS))
-            plan = ((n, oh, ow, self.spec.out_channels), n * (oh // MIN_BAND_ROWS) >= threads,
-                    bound.pad_before, bound.pad_after, (n, h, w, oh, ow), (kh, kw, sh, sw, pads[0][0], pads[1][0]),
-                    -(-oh // bands))
+            band_rows, worthwhile = _bands(n, oh, threads)
+            plan = ((n, oh, ow, self.spec.out_channels), worthwhile, bound.pad_before, bound.pad_after,
+                    (n, h, w, oh, ow), (kh, kw, sh, sw, pads[0][0], pads[1][0]), band_rows)
             if len(self._plans) >= 64:
                 self._plans.clear()
             self._plans[key] = plan
@@ -310,22 +320,14 @@ class PreparedConvMaxPool:
         return self._plan(tuple(shape), threads or get_num_threads())[1]
 
     def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != self.spec.in_channels \
-                or x.dtype != self.dtype:
-            raise ConvSpecError(f"input must be a {self.dtype} array (N, H, W, {self.spec.in_channels}) "
-                                f"channels-last, got {getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}")
+        _check_input(x, self.spec.in_channels, self.dtype)
         shape, _, before, after, sizes, pool, band_rows = self._plan(x.shape, threads or get_num_threads())
         result = np.empty(shape, self.dtype)
         if result.size == 0:
             return result
-        x = np.ascontiguousarray(x)
-        if any(before) or any(after):
-            x = _pad_channels_last(x[:, None], (0, *before), (0, *after), 0)[:, 0]
-        item = x.itemsize
-        n_stride, row, pixel = (st // item for st in x.strides[:3])
-        (sh, sw) = self.spec.stride
-        conv_maxpool_rows(x.reshape(-1), (n_stride, sh * row, sw * pixel), self.packed[0],
-                          _window_offsets(self.spec, self.packed[1], self._offsets, row, pixel), self.packed[2],
-                          self.packed[3], result.reshape(-1), sizes, pool, shape[3], band_rows, self.clamp[0] != 0,
+        x, x_strides, offsets = _window_input(self.spec, np.ascontiguousarray(x), before, after, self.packed[1],
+                                              self._offsets)
+        conv_maxpool_rows(x.reshape(-1), x_strides, self.packed[0], offsets, self.packed[2], self.packed[3],
+                          result.reshape(-1), sizes, pool, shape[3], band_rows, self.clamp[0] != 0,
                           self.clamp[1], self.clamp[2])
         return result

@@ -306,11 +306,10 @@ class Network:
     def _conv_maxpool_fits(conv: Node, act: Node | None, pool: Node) -> bool:
         """Whether fused_blocks.PreparedConvMaxPool computes this convolution, activation and max pooling,
         with the graph's pooled shape."""
-        from .fused_blocks import pooled_size
+        from .fused_blocks import conv_maxpool_fits, pooled_size
         spec, a = conv.attrs["spec"], pool.attrs
-        if (spec.ndim != 2 or spec.transposed or spec.groups != 1 or spec.padding_mode != "zeros"
-                or _clamp_bounds(act) == "unsupported" or len(a["kernel"]) != 2
-                or any(p[0] >= k or p[1] >= k for p, k in zip(a["padding"], a["kernel"]))):
+        if conv_maxpool_fits(spec, _clamp_bounds(act), (a["kernel"], a["stride"], a["padding"],
+                                                          a.get("ceil_mode", False))):
             return False
         sizes = tuple(pooled_size(length, k, s, p, a.get("ceil_mode", False))
                       for length, k, s, p in zip(conv.output_shape[2:], a["kernel"], a["stride"], a["padding"]))
@@ -468,6 +467,7 @@ def _global_avgpool_step(x: np.ndarray) -> np.ndarray:
 
 def _pool_step(op: str, a: dict, dtype: np.dtype):
     """Max or average pooling on channels-last (N, *spatial, C) data, with the graph's padding."""
+    from .fused_blocks import pooled_size
     from .kernels.cpu.pool import pool_channels_last
     kernel, stride, pads = a["kernel"], a["stride"], a["padding"]
     include_pad, ceil_mode = a.get("count_include_pad", True), a.get("ceil_mode", False)
@@ -479,10 +479,7 @@ def _pool_step(op: str, a: dict, dtype: np.dtype):
 
     def run(x: np.ndarray) -> np.ndarray:
         nd = x.ndim - 2
-        sizes = []
-        for i in range(nd):
-            length = x.shape[1 + i] + pads[i][0] + pads[i][1] - kernel[i]
-            sizes.append((-(-length // stride[i]) if ceil_mode else length // stride[i]) + 1)
+        sizes = [pooled_size(x.shape[1 + i], kernel[i], stride[i], pads[i], ceil_mode) for i in range(nd)]
         x5 = np.ascontiguousarray(x).reshape(x.shape[0], *pad3(x.shape[1:-1], 1), x.shape[-1])
         out = np.empty((x.shape[0], *pad3(tuple(sizes), 1), x.shape[-1]), x.dtype)
         padded = [x.shape[1 + i] + pads[i][0] + pads[i][1] for i in range(nd)]

@@ -96,22 +96,57 @@ def pack_small_groups(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(as_3d_kernel(weight).transpose(2, 3, 4, 1, 0))
 
 
+def flatten_window(weight: np.ndarray) -> np.ndarray:
+    """A dense KxK convolution's weight (C_out, C_in, KH, KW) as a 1x1 over KH * KW * C_in inputs in (kh, kw, c)
+    order, (C_out, KH * KW * C_in, 1, 1): how fused_blocks' first stages read a window through offsets
+    (numbaconv.fused_blocks turns each flat index back into a row, pixel and channel offset)."""
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(weight.shape[0], -1, 1, 1)
+
+
+def _by_blocks(weight: np.ndarray, channels: int, padded: int, groups: int, per_group: int, source_of,
+               block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 1x1 weight (channels, per_group, 1, 1) as rows (output channel, its inputs) grouped by output blocks
+    of ``block`` up to ``padded`` channels: (B, K, block) weights, their sources (B, K) (source_of(i) maps an
+    input index) and counts (B,)."""
+    dtype = weight.dtype
+    out_per_group = channels // groups
+    blocks = []
+    for b in range(padded // block):
+        outputs = range(b * block, min((b + 1) * block, channels))
+        spanned = sorted({o // out_per_group for o in outputs})
+        inputs = [g * per_group + i for g in spanned for i in range(per_group)]
+        rows = np.zeros((len(inputs), block), dtype)
+        for o in outputs:
+            g = o // out_per_group
+            k0 = spanned.index(g) * per_group
+            rows[k0:k0 + per_group, o - b * block] = weight[o, :, 0, 0]
+        blocks.append((rows, np.array([source_of(i) for i in inputs], np.int64)))
+    widest = max(len(sources) for _, sources in blocks)
+    packed = np.zeros((len(blocks), widest, block), dtype)
+    sources = np.zeros((len(blocks), widest), np.int64)
+    for b, (rows, taken) in enumerate(blocks):
+        packed[b, :len(taken)], sources[b, :len(taken)] = rows, taken
+    return packed, sources, np.array([len(taken) for _, taken in blocks], np.int64)
+
+
+def _padded(values: np.ndarray | None, dtype: np.dtype, *shape: int) -> np.ndarray:
+    """Zeros of ``shape`` with ``values`` (or nothing) in the leading corner."""
+    array = np.zeros(shape, dtype)
+    if values is not None:
+        array[tuple(slice(0, n) for n in values.shape)] = values
+    return array
+
+
 def pack_window_blocks(weight: np.ndarray, bias: np.ndarray | None, block: int) -> tuple[np.ndarray, ...]:
     """A dense convolution (C_out, C_in, KH, KW) for kernels/cpu/fused_blocks.py's pointwise_pixels, which
     reads each input through an offset: (B, K, block) weights with K = KH * KW * C_in inputs in (kh, kw, c)
-    order, their flat indices (B, K) (the caller turns them into offsets for its input's strides), counts
-    (B,) and the bias (B * block,), output channels zero-padded to whole blocks of ``block``."""
+    order (flatten_window), their flat indices (B, K) (the caller turns them into offsets for its input's
+    strides), counts (B,) and the bias (B * block,), output channels zero-padded to whole blocks of ``block``."""
     c_out = weight.shape[0]
-    rows = weight.transpose(0, 2, 3, 1).reshape(c_out, -1)
-    blocks = -(-c_out // block)
-    packed = np.zeros((blocks * block, rows.shape[1]), weight.dtype)
-    packed[:c_out] = rows
-    padded_bias = np.zeros(blocks * block, weight.dtype)
-    if bias is not None:
-        padded_bias[:c_out] = bias
-    sources = np.tile(np.arange(rows.shape[1], dtype=np.int64), (blocks, 1))
-    return (np.ascontiguousarray(packed.reshape(blocks, block, -1).transpose(0, 2, 1)), sources,
-            np.full(blocks, rows.shape[1], np.int64), padded_bias)
+    padded = -(-c_out // block) * block
+    flat = flatten_window(weight)
+    return (*_by_blocks(flat, c_out, padded, 1, flat.shape[1], lambda i: i, block),
+            _padded(bias, weight.dtype, padded))
 
 
 def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.ndarray, taps_bias: np.ndarray | None,
@@ -119,8 +154,9 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
                   project_groups: int = 1, shuffle_groups: int = 0) -> tuple[np.ndarray, ...]:
     """The weights of a pointwise -> (shuffle) -> depthwise -> pointwise chain for kernels/cpu/fused_blocks.py.
 
-    expand (C_mid, C_in/G1, 1, 1), taps (C_mid, 1, KH, KW), project (C_out, C_mid/G2, 1, 1), biases (C,) or
-    None; ``shuffle_groups`` shuffles the expansion's output before the depthwise stage (ShuffleNet).
+    expand (C_mid, C_in/G1, 1, 1) or a dense (C_mid, C_in, KH, KW) (flatten_window: its sources are then flat
+    window indices), taps (C_mid, 1, KH, KW), project (C_out, C_mid/G2, 1, 1), biases (C,) or None;
+    ``shuffle_groups`` shuffles the expansion's output before the depthwise stage (ShuffleNet).
     Returns, with M and P the channel counts rounded up to whole blocks of ``block``:
     expand (M / block, KE, block) weights, its sources (M / block, KE) (input channel of each row) and
     counts (M / block,), expand bias (M,); taps (KH, KW, M) and taps bias (M,); project (P / block, KP,
@@ -129,6 +165,8 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
     becomes the order of the depthwise weights and of the sources each projection block reads.  Padding
     is zero, so padded channels stay exactly zero through every stage.
     """
+    if expand.shape[2:] != (1, 1):  # a dense KxK first stage: a 1x1 over its window's inputs
+        expand = flatten_window(expand)
     c_mid, expand_per_group = expand.shape[:2]
     c_out, project_per_group = project.shape[:2]
     mid, out = -(-c_mid // block) * block, -(-c_out // block) * block
@@ -142,37 +180,12 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
     ring_of = np.empty(c_mid, np.int64)
     ring_of[position] = np.arange(c_mid)
 
-    def by_blocks(weight, channels, padded, groups, per_group, source_of):
-        """Rows (output channel, its inputs) grouped by output blocks; source_of(i) maps an input index."""
-        out_per_group = channels // groups
-        blocks = []
-        for b in range(padded // block):
-            outputs = range(b * block, min((b + 1) * block, channels))
-            spanned = sorted({o // out_per_group for o in outputs})
-            inputs = [g * per_group + i for g in spanned for i in range(per_group)]
-            rows = np.zeros((len(inputs), block), dtype)
-            for o in outputs:
-                g = o // out_per_group
-                k0 = spanned.index(g) * per_group
-                rows[k0:k0 + per_group, o - b * block] = weight[o, :, 0, 0]
-            blocks.append((rows, np.array([source_of(i) for i in inputs], np.int64)))
-        widest = max(len(sources) for _, sources in blocks)
-        packed = np.zeros((len(blocks), widest, block), dtype)
-        sources = np.zeros((len(blocks), widest), np.int64)
-        for b, (rows, taken) in enumerate(blocks):
-            packed[b, :len(taken)], sources[b, :len(taken)] = rows, taken
-        return packed, sources, np.array([len(taken) for _, taken in blocks], np.int64)
-
-    def padded(values, *shape):
-        array = np.zeros(shape, dtype)
-        if values is not None:
-            array[tuple(slice(0, n) for n in values.shape)] = values
-        return array
-
-    e_packed, e_sources, e_counts = by_blocks(expand, c_mid, mid, expand_groups, expand_per_group, lambda i: i)
-    p_packed, p_sources, p_counts = by_blocks(project, c_out, out, project_groups, project_per_group,
-                                              lambda i: ring_of[i])
+    e_packed, e_sources, e_counts = _by_blocks(expand, c_mid, mid, expand_groups, expand_per_group, lambda i: i,
+                                               block)
+    p_packed, p_sources, p_counts = _by_blocks(project, c_out, out, project_groups, project_per_group,
+                                               lambda i: ring_of[i], block)
     ring_taps = taps[position, 0].transpose(1, 2, 0)
     ring_taps_bias = None if taps_bias is None else np.asarray(taps_bias)[position]
-    return (e_packed, e_sources, e_counts, padded(expand_bias, mid), padded(ring_taps, *taps.shape[2:], mid),
-            padded(ring_taps_bias, mid), p_packed, p_sources, p_counts, padded(project_bias, out))
+    return (e_packed, e_sources, e_counts, _padded(expand_bias, dtype, mid),
+            _padded(ring_taps, dtype, *taps.shape[2:], mid), _padded(ring_taps_bias, dtype, mid), p_packed, p_sources,
+            p_counts, _padded(project_bias, dtype, out))
