@@ -8,7 +8,7 @@ NumPy (float32 or float64); weights are always in PyTorch order (C_out, C_in/gro
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -230,6 +230,65 @@ class PreparedConv:
         out = self.spec.output_shape(_channels_first_shape(tuple(input_shape), last))
         return (out[0], *out[2:], out[1]) if last else out
 
+    def runner(self, shape: tuple[int, ...], layout: str | None = None, residual: bool = False,
+               threads: int | None = None) -> Callable[..., np.ndarray]:
+        """``run(x)`` (``run(x, residual)`` with ``residual``) -> result: ``self(x, layout, device="cpu",
+        residual=...)`` for host input of exactly ``shape`` (batched, in ``layout``) and this dtype, with the
+        checks, the plan and the kernel's arguments worked out here once, for ``threads`` (default: Numba's
+        count now; any count computes the same result).  For callers that run one shape many times, as a
+        network does: at batch 1 the generic call's Python cost as much as a small layer (12 us a call
+        alone, 30 inside a network), this leaves a few microseconds.  Each call still checks x's (and the
+        residual's) shape and dtype: a mismatch is a ConvSpecError, never a kernel reading out of bounds."""
+        shape, last = tuple(shape), channels_last(layout)
+        if len(shape) != self.spec.ndim + 2:
+            order = f"(N, {_SPATIAL_NAMES[self.spec.ndim]}, C)" if last else f"(N, C, {_SPATIAL_NAMES[self.spec.ndim]})"
+            raise ConvSpecError(f"shape must be a batched input shape {order}, got {shape}")
+        bound = self._bind(_channels_first_shape(shape, last))
+        n, out_spatial = bound.batch, bound.out_spatial
+        result_shape = (n, *out_spatial, self.spec.out_channels) if last else (n, self.spec.out_channels, *out_spatial)
+        dtype = self.dtype
+        mismatch = _shape_mismatch(shape, result_shape, dtype, residual)
+        clamped = self.activation is None or (self.clamp[0] and self.kernel in _CLAMPING_KERNELS)
+        if not (last and clamped and n and math.prod(result_shape)):
+            def run_generic(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+                mismatch(x, summand)
+                return self(x, layout, device="cpu", residual=summand)
+            return run_generic
+        x5_shape, clamp = (n, *_pad3(bound.in_spatial, 1), shape[-1]), self.clamp
+        if self.kernel == "simd" and (not self.shuffle_groups or self.shuffle_in_strides):
+            _, before, after, calls, wide = self._simd_plan(shape, True, bound, residual, threads)
+            padded, mode = any(before) or any(after), PADDING_MODE_CODES[self.spec.padding_mode]
+            out3 = _pad3(out_spatial, 1)
+            wide_shape = (n, out3[0], out3[1], wide, self.spec.out_channels)
+
+            def run_simd(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+                mismatch(x, summand)
+                xin = np.ascontiguousarray(x).reshape(x5_shape)
+                if padded:
+                    xin = _pad_channels_last(xin, before, after, mode)
+                result = np.empty(result_shape, dtype)
+                y = np.empty(wide_shape, dtype) if wide else result
+                self._simd_calls(xin, y, None if summand is None else np.ascontiguousarray(summand), calls, clamp)
+                if wide:
+                    np.copyto(_to_5d_channels_last(result), y[:, :, :, :out3[2]])
+                return result
+            return run_simd
+        if self.depthwise3x3 and self.spec.padding_mode == "zeros" and not residual and not self.shuffle_groups:
+            skipped, y5_shape = _pad3(bound.pad_before, 0), (n, *_pad3(out_spatial, 1), self.spec.out_channels)
+
+            def run_depthwise(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+                mismatch(x, summand)
+                result = np.empty(result_shape, dtype)
+                self._depthwise3x3_last(np.ascontiguousarray(x).reshape(x5_shape), result.reshape(y5_shape),
+                                        skipped, clamp)
+                return result
+            return run_depthwise
+
+        def run_other(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+            mismatch(x, summand)
+            return self(x, layout, device="cpu", residual=summand)
+        return run_other
+
     def __call__(self, x: Any, layout: str | None = None, out: np.ndarray | None = None,
                  device: str = "auto", residual: np.ndarray | None = None) -> np.ndarray:
         on_gpu = dispatch.is_device_array(x)
@@ -355,8 +414,7 @@ class PreparedConv:
         if self.kernel == "depthwise":
             skipped = _pad3(bound.pad_before, 0) if skips_padding else (0, 0, 0)
             if self.depthwise3x3:
-                conv_depthwise3x3(xin.reshape(xin.shape[0], *xin.shape[2:]), self.packed[0], self.bias,
-                                  y.reshape(y.shape[0], *y.shape[2:]), *s[1:], *skipped[1:], *d[1:], *clamp)
+                self._depthwise3x3_last(xin, y, skipped, clamp)
             else:
                 conv_depthwise(xin, self.packed, self.bias, y, *s, *skipped, *d, *clamp)
         elif self.kernel == "small_groups":
@@ -398,11 +456,7 @@ class PreparedConv:
         else:
             y = np.empty((bound.batch, *_pad3(bound.out_spatial, 1), self.kernel_channels), self.dtype) \
                 if scratch else result
-        flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
-        flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
-        for x_start, x_strides, y_start, y_strides, shape, steps in calls:
-            self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:],
-                             flat_r[y_start:] if flat_r.shape[0] else flat_r, y_strides, shape, *steps, *clamp)
+        self._simd_calls(xin, y, residual, calls, clamp)
         if wide:
             if last:
                 np.copyto(_to_5d_channels_last(result), y[:, :, :, :out3[2]])
@@ -416,6 +470,22 @@ class PreparedConv:
                                                   np.arange(self.spec.out_channels, dtype=np.int64))
             return result
         return self._deliver(y, result, last) if scratch else result
+
+    def _simd_calls(self, xin: np.ndarray, y: np.ndarray, residual: np.ndarray | None, calls: tuple,
+                    clamp: tuple) -> None:
+        """The SIMD kernel's calls of a plan (_simd_plan) from the padded input into y (residual: y's shape)."""
+        flat_x, flat_y = xin.reshape(-1), y.reshape(-1)
+        flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
+        for x_start, x_strides, y_start, y_strides, shape, steps in calls:
+            self.simd_kernel(flat_x[x_start:], x_strides, self.packed, self.bias, flat_y[y_start:],
+                             flat_r[y_start:] if flat_r.shape[0] else flat_r, y_strides, shape, *steps, *clamp)
+
+    def _depthwise3x3_last(self, xin: np.ndarray, y: np.ndarray, skipped: tuple, clamp: tuple) -> None:
+        """The channels-last 3x3 depthwise kernel: xin (N, 1, H, W, C) unpadded or padded, y (N, 1, OH, OW, C);
+        ``skipped``: the padding the kernel skips tap by tap (D, H, W)."""
+        s, d = _pad3(self.spec.stride, 1), _pad3(self.spec.dilation, 1)
+        conv_depthwise3x3(xin.reshape(xin.shape[0], *xin.shape[2:]), self.packed[0], self.bias,
+                          y.reshape(y.shape[0], *y.shape[2:]), *s[1:], *skipped[1:], *d[1:], *clamp)
 
     def _run_rows(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple) -> np.ndarray:
         """Channels-first input with few channels: the pixel-vectorized kernel reads a padded copy whose
@@ -432,12 +502,13 @@ class PreparedConv:
         self.rows_kernel(rows, self.rows_packed, self.rows_bias, out4, taps, sh, dh, *clamp)
         return result
 
-    def _simd_plan(self, shape: tuple[int, ...], last: bool, bound, residual: bool = False) -> tuple:
+    def _simd_plan(self, shape: tuple[int, ...], last: bool, bound, residual: bool = False,
+                   threads: int | None = None) -> tuple:
         """(read_last, pad before, pad after, kernel calls, wide) for one input shape and layout, worked out once:
         a network calls each layer with the same shape every time, and this arithmetic cost more than a
         small layer's kernel.  Each call is (x offset, x strides, y offset, y strides, rows, steps); wide is
         _wide_rows' padded width (the kernel then writes a buffer that wide) or 0."""
-        threads = numba.get_num_threads()
+        threads = threads or numba.get_num_threads()
         key = (shape, last, residual, threads)
         plan = self._simd_plans.get(key)
         if plan is not None:
@@ -613,6 +684,20 @@ def _real_gpu_usable() -> bool:
         from .cuda_api import cuda_status
         _GPU_USABLE.append(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and cuda_status()[0])
     return _GPU_USABLE[0]
+
+
+def _shape_mismatch(shape: tuple, result_shape: tuple, dtype: np.dtype, residual: bool):
+    """check(x, residual): a ConvSpecError unless x is a ``dtype`` array of ``shape`` and the residual (given
+    exactly when ``residual``) one of ``result_shape``: a runner's per-call check."""
+    def check(x: Any, summand: Any) -> None:
+        if getattr(x, "shape", None) != shape or getattr(x, "dtype", None) != dtype:
+            raise ConvSpecError(f"input must be a {dtype} array of shape {shape} (the runner's), got "
+                                f"{getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}")
+        if (summand is not None) != residual or (residual and (getattr(summand, "shape", None) != result_shape
+                                                              or getattr(summand, "dtype", None) != dtype)):
+            wanted = f"a {dtype} array of shape {result_shape}" if residual else "None (runner made without one)"
+            raise ConvSpecError(f"residual must be {wanted}, got {getattr(summand, 'shape', summand)}")
+    return check
 
 
 def _pad_channels_first(x5: np.ndarray, before: tuple, after: tuple, mode: int) -> np.ndarray:

@@ -152,7 +152,6 @@ def torch_contenders(layer: Layer, x: np.ndarray, w: np.ndarray, threads: int) -
 
 def onnxruntime_contenders(layer: Layer, x: np.ndarray, w: np.ndarray, threads: int) -> list[Contender]:
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:

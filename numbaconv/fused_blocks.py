@@ -10,6 +10,8 @@ chain; it can also be called directly, on channels-last input.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from numba import get_num_threads
 
@@ -142,6 +144,68 @@ class PreparedPointwiseDepthwisePointwise:
             self._plans[key] = plan
         return plan
 
+    def runner(self, shape: tuple[int, ...], threads: int | None = None, residual: bool = False,
+               joined: tuple | None = None, x_start: int = 0, joined_start: int = 0) -> Callable[..., np.ndarray]:
+        """``run(x)`` (``run(x, other)`` with ``residual`` or ``joined``) -> result: ``self(x, ...)`` for a
+        C-contiguous x of exactly ``shape`` (N, H, W, C) whose channels x_start .. x_start + C_in the chain
+        reads (a ShuffleNet v2 unit's half, read in place), with every kernel argument worked out here once,
+        for ``threads`` (default: Numba's count now; any count computes the same result).  ``residual``:
+        ``other`` is the (N, OH, OW, C_out) summand.  ``joined`` = (mode, other's shape, result_first) with
+        mode 'interleave' or 'concat': ``other`` (C-contiguous, that shape) is stored beside the result as
+        ``interleave_with``/``concat_with`` would, from its channel ``joined_start`` (interleave: C_out
+        channels; concat: all the rest).  A network calls each block with one shape: this leaves a few
+        microseconds of Python per call where __call__ spends ~25.  Each call checks the arrays' shapes and
+        dtypes (a mismatch is a ConvSpecError, never an out-of-bounds read)."""
+        shape, c_in, dtype = tuple(shape), self.specs[0].in_channels, self.dtype
+        if len(shape) != 4 or not 0 <= x_start <= shape[3] - c_in or (self.window and shape[3] != c_in):
+            raise ConvSpecError(f"shape must be (N, H, W, C) with channels {x_start}..{x_start + c_in} inside it "
+                                f"(all of them for a windowed first stage), got {shape}")
+        result_shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group), (before, after) = \
+            self._plan((*shape[:3], c_in), threads or get_num_threads())
+        beside, beside_strides, interleave, beside_channels, other_shape = self._empty, (0, 0, 0), 0, 0, None
+        if joined is not None:
+            mode, other_shape, result_first = joined
+            other_shape = tuple(other_shape)
+            beside_channels = c_out if mode == "interleave" else other_shape[3] - joined_start
+            if (mode not in ("interleave", "concat") or residual or len(other_shape) != 4
+                    or other_shape[:3] != result_shape[:3] or not 0 <= joined_start <= other_shape[3] - beside_channels
+                    or beside_channels < 0):
+                raise ConvSpecError(f"joined must be ('interleave' or 'concat', (N, OH, OW, C) with OH, OW = "
+                                    f"{result_shape[1:3]} holding the stored channels, result_first) and no "
+                                    f"residual, got {joined} from channel {joined_start}")
+            beside_strides = (other_shape[1] * other_shape[2] * other_shape[3], other_shape[2] * other_shape[3],
+                              other_shape[3])
+            result_shape, out_strides, interleave = _joined_layout(result_shape, mode == "concat", result_first,
+                                                                   beside_channels)
+        elif residual:
+            other_shape = result_shape
+        x_strides = (shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3])
+        sources, spec, offsets = self.packed[1], self.specs[0], self._offsets
+        window, empty, packed, clamps = self.window, self._empty, self.packed, self.clamps
+
+        def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+            if (getattr(x, "shape", None) != shape or getattr(x, "dtype", None) != dtype
+                    or not x.flags.c_contiguous or (other is None) != (other_shape is None)
+                    or (other is not None and (getattr(other, "shape", None) != other_shape
+                                               or other.dtype != dtype or not other.flags.c_contiguous))):
+                raise ConvSpecError(f"the runner takes a C-contiguous {dtype} x of shape {shape} and "
+                                    f"{'an other of shape ' + str(other_shape) if other_shape else 'no other'}, "
+                                    f"got {getattr(x, 'shape', None)} and {getattr(other, 'shape', None)}")
+            if window:
+                flat, x_steps, x_sources = _window_input(spec, x, before, after, sources, offsets)
+                flat = flat.reshape(-1)
+            else:
+                flat, x_steps, x_sources = x.reshape(-1)[x_start:], x_strides, sources
+            result = np.empty(result_shape, dtype)
+            if not result.size:
+                return result
+            conv_pw_dw_pw_rows(flat, x_steps, packed[0], x_sources, *packed[2:], result.reshape(-1), out_strides,
+                               other.reshape(-1) if residual else empty,
+                               other.reshape(-1)[joined_start:] if joined else beside, beside_strides, interleave,
+                               beside_channels, sizes, strides, pads, c_out, band_rows, group, clamps)
+            return result
+        return run
+
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None,
                  threads: int | None = None, interleave_with: np.ndarray | None = None,
                  result_first: bool = False, concat_with: np.ndarray | None = None) -> np.ndarray:
@@ -170,11 +234,8 @@ class PreparedPointwiseDepthwisePointwise:
             if a.strides[3] != item or any(st % item for st in a.strides):
                 a = np.ascontiguousarray(a)
             beside, beside_strides = _flat_from_first(a), tuple(st // item for st in a.strides[:3])
-            interleave = (4 if result_first else 3) if concat else (2 if result_first else 1)
             beside_channels = a.shape[3]
-            channels = shape[3] + beside_channels
-            shape = (*shape[:3], channels)
-            out_strides = (shape[1] * shape[2] * channels, shape[2] * channels, channels)
+            shape, out_strides, interleave = _joined_layout(shape, concat, result_first, beside_channels)
         for name, array in (("residual", residual), ("out", out)):
             if array is not None and (not isinstance(array, np.ndarray) or array.shape != shape
                                       or array.dtype != self.dtype or not array.flags.c_contiguous):
@@ -190,6 +251,15 @@ class PreparedPointwiseDepthwisePointwise:
                            band_rows, group,
                            self.clamps)
         return result
+
+
+def _joined_layout(shape: tuple, concat: bool, result_first: bool, beside_channels: int) -> tuple:
+    """(result shape, its (n, h, w) strides, the kernel's interleave code) when the chain's final pass
+    stores a second input of ``beside_channels`` channels beside its (N, OH, OW, C_out) ``shape``:
+    concatenated (``concat``) or interleaved, after the result or (``result_first``) before it."""
+    channels = shape[3] + beside_channels
+    interleave = (4 if result_first else 3) if concat else (2 if result_first else 1)
+    return (*shape[:3], channels), (shape[1] * shape[2] * channels, shape[2] * channels, channels), interleave
 
 
 def _flat_from_first(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from numba import get_num_threads
 
 from .api import apply_activation
 from .graph import Graph, Node
@@ -83,6 +84,19 @@ class Network:
         self.params = params
         self.dtype = np.dtype(dtype)
         self.steps: list[Step] = []
+        # Each step's runners (PreparedConv.runner and the chain's) by input shape, made for one thread
+        # count: emptied when Numba's count changes between calls.
+        self._runner_caches: list[dict] = []
+        self._threads = 0
+        producer = {node.output: node for node in graph.nodes}
+
+        def channel_window(value: str) -> tuple[str, int]:
+            """(the value read, first channel): a channel split's input and its start, so that a chain reads
+            the half in place (no split step, no copy); else the value itself and 0."""
+            node = producer.get(value)
+            if node is not None and node.op == "split" and len(node.input_shapes[0]) == 4:
+                return node.inputs[0], node.attrs["start"]
+            return value, 0
         consumers: dict[str, list[Node]] = {}
         for node in graph.nodes:
             for name in node.inputs:
@@ -168,10 +182,13 @@ class Network:
                 parts = (*convs[1:], *bns, *acts, inner_shuffle, add, *tail)
                 fused = tuple(n.name for n in parts if n is not None)
                 absorbed.update(fused)
-                step = Step(node.name, "pw-dw-pw", (node.inputs[0], *((other,) if other else ())),
+                source, x_start = channel_window(node.inputs[0])
+                other, other_start = channel_window(other) if other and mode == "interleave" else (other, 0)
+                step = Step(node.name, "pw-dw-pw", (source, *((other,) if other else ())),
                             (tail[-1] if tail else last).output,
                             self._chain_step(params, convs, bns, acts, add is not None, result_first,
-                                             inner_shuffle.attrs["groups"] if inner_shuffle else 0, mode),
+                                             inner_shuffle.attrs["groups"] if inner_shuffle else 0, mode,
+                                             x_start, other_start),
                             fused, sum(node_cost(n).flops for n in (convs[0], *parts) if n))
                 if other and not produced(other):  # the step waits for the other input at the add or concat
                     deferred[(add or concat).name] = step
@@ -231,6 +248,9 @@ class Network:
                                    flops=flops))
         self.input_name = graph.input.name
         self.output_name = graph.output.name
+        # Steps whose output nothing reads any more (a split that the chains read in place) are dropped.
+        read = {name for step in self.steps for name in step.inputs} | {self.output_name}
+        self.steps = [step for step in self.steps if step.output in read]
         # Each value is dropped right after its last reader, so the next layer's output reuses a block that
         # was just read (still in cache) rather than one untouched since the previous call.
         last_reader: dict[str, int] = {}
@@ -265,12 +285,14 @@ class Network:
                 None if bias is None else bias.astype(self.dtype))
 
     def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool,
-                    result_first: bool | None = None, shuffle_groups: int = 0, mode: str | None = None):
+                    result_first: bool | None = None, shuffle_groups: int = 0, mode: str | None = None,
+                    x_start: int = 0, other_start: int = 0):
         """run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first`` is not None: the
         result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise -> pointwise chain
         in one kernel (numbaconv.fused_blocks) when the input has rows enough for every thread, else layer
         by layer.  ``shuffle_groups``: a channel shuffle after the first convolution; ``mode`` 'concat': run(x,
-        kept) returns the result concatenated with kept instead (after it unless ``result_first``)."""
+        kept) returns the result concatenated with kept instead (after it unless ``result_first``).  The
+        chain reads x's channels from ``x_start`` (kept's from ``other_start``): a split read in place."""
         from .fused_blocks import PreparedPointwiseDepthwisePointwise
         bn_params = [bn and params.get(bn.name) for bn in bns]
         folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]
@@ -278,14 +300,22 @@ class Network:
                                                     tuple(f[2] for f in folded), tuple(_clamp_bounds(a) for a in acts),
                                                     shuffle_groups)
         layers: list = []  # the three separate steps, built the first time an input needs them
+        runners = self._runner_cache()
+        c_in, c_out = convs[0].attrs["spec"].in_channels, convs[2].attrs["spec"].out_channels
+        joined = (mode or "interleave") if result_first is not None else None
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
-            if chain.worthwhile(x.shape):
-                if mode == "concat":
-                    return chain(x, concat_with=other, result_first=result_first)
-                if result_first is not None:
-                    return chain(x, interleave_with=other, result_first=result_first)
-                return chain(x, residual=other)
+            key = (x.shape, None if other is None else other.shape)
+            fused = runners.get(key)
+            if fused is None:
+                fused = runners[key] = chain.worthwhile((*x.shape[:3], c_in)) and chain.runner(
+                    x.shape, self._threads, residual, joined and (joined, other.shape, result_first), x_start,
+                    other_start)
+            if fused:
+                return fused(x, other)
+            x = x[..., x_start:x_start + c_in] if x.shape[-1] != c_in else x
+            if joined == "interleave" and other.shape[-1] != c_out:
+                other = other[..., other_start:other_start + c_out]
             if not layers:
                 layers.extend(self._conv_step(conv, params, bn, act, shuffle_groups if i == 0 else 0,
                                               residual=residual and i == 2)
@@ -346,17 +376,22 @@ class Network:
         prepared = prepare(spec, weight, bias, shuffle_groups=shuffle_groups, activation=fused)
         after = None if fused else kind
         attrs = act.attrs if act is not None else None
+        runners = self._runner_cache()
 
-        if residual:
-            def run_residual(x: np.ndarray, summand: np.ndarray) -> np.ndarray:
-                return apply_activation(prepared(x, layout="channels_last", device="cpu", residual=summand),
-                                        after, attrs)
-            return run_residual
-
-        def run(x: np.ndarray) -> np.ndarray:
-            return apply_activation(prepared(x, layout="channels_last", device="cpu"), after, attrs)
+        def run(x: np.ndarray, *summand: np.ndarray) -> np.ndarray:
+            runner = runners.get(x.shape)
+            if runner is None:
+                runner = runners[x.shape] = prepared.runner(x.shape, "channels_last", residual, self._threads)
+            y = runner(x, *summand)
+            return apply_activation(y, after, attrs) if after else y
 
         return run
+
+    def _runner_cache(self) -> dict:
+        """A step's dict of runners by input shape, emptied when the thread count changes (__call__)."""
+        cache: dict = {}
+        self._runner_caches.append(cache)
+        return cache
 
     def _op_step(self, node: Node, params: dict):
         op, a = node.op, node.attrs
@@ -391,9 +426,16 @@ class Network:
             spec = ConvSpec(1, a["in_features"], a["out_features"], 1, bias=has_bias)
             weight = np.asarray(p["weight"], self.dtype)[:, :, None]
             prepared = prepare(spec, weight, np.asarray(p["bias"], self.dtype) if has_bias else None)
-            # The batch as one signal of N positions: its rows of pixels then fill whole 6-pixel blocks,
-            # where N one-pixel images ran latency-bound one pixel at a time (4x slower at batch 16).
-            return lambda x: prepared(x[None], layout="channels_last", device="cpu")[0]
+            runners = self._runner_cache()
+
+            def run_linear(x: np.ndarray) -> np.ndarray:
+                # The batch as one signal of N positions: its rows of pixels then fill whole 6-pixel blocks,
+                # where N one-pixel images ran latency-bound one pixel at a time (4x slower at batch 16).
+                runner = runners.get(x.shape)
+                if runner is None:
+                    runner = runners[x.shape] = prepared.runner((1, *x.shape), "channels_last", False, self._threads)
+                return runner(x[None])[0]
+            return run_linear
         raise ConvSpecError(f"no executor for op {op!r} (node {node.name!r})")
 
     # ---- running ---------------------------------------------------------------------------------------------
@@ -408,6 +450,11 @@ class Network:
         if tuple(got) != tuple(expected):
             raise ConvSpecError(f"input must have shape (N, {', '.join(map(str, expected))}) "
                                 f"{'channels-last ' if last else ''}for {self.graph.name}, got {x.shape}")
+        threads = get_num_threads()
+        if threads != self._threads:  # runners were planned for another thread count
+            for cache in self._runner_caches:
+                cache.clear()
+            self._threads = threads
         values = {self.input_name: x if last else to_channels_last(x)}
         for step, release in zip(self.steps, self._release):
             start = time.perf_counter() if timed else 0.0

@@ -209,6 +209,53 @@ def test_prepare_reuses_packed_weights_and_out_buffer(rng):
         prepared(x, out=np.empty((2, 6, 8, 7), np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c_in,c_out,k,stride,padding,groups,size,activation,shuffle,residual,layout", [
+    (5, 7, 3, 1, 1, 1, (9, 11), "relu6", 0, True, "NHWC"),    # SIMD, padded, residual in the epilogue
+    (6, 9, 3, 1, 1, 1, (3, 4), None, 0, False, "NHWC"),       # a narrow map: one long row per image
+    (8, 12, 1, 1, 0, 4, (7, 5), "relu", 4, False, "NHWC"),    # grouped 1x1 storing its shuffle
+    (16, 16, 3, 2, 1, 16, (9, 8), "relu", 0, False, "NHWC"),  # depthwise 3x3, stride 2
+    (4, 6, 5, 3, 2, 2, (11, 6), "hardswish", 0, True, "NHWC"),  # stride > kernel step, hardswish: generic path
+    (3, 5, 3, 1, 1, 1, (6, 7), "relu", 0, True, "NCHW"),      # channels-first: generic path
+])
+def test_runner_matches_reference(c_in, c_out, k, stride, padding, groups, size, activation, shuffle, residual,
+                                  layout, dtype, rng):
+    spec = nc.ConvSpec(2, c_in, c_out, k, stride, padding, groups=groups, bias=True)
+    w = random_array(rng, spec.weight_shape, dtype)
+    b = random_array(rng, (c_out,), dtype)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation=activation)
+    x = random_array(rng, (2, c_in, *size), dtype)
+    pads = [(padding, padding)] * 2
+    expected = ref.conv(x, w, b, stride, pads, 1, groups)
+    last = layout == "NHWC"
+    summand = random_array(rng, expected.shape, np.float64) if residual else None
+    if residual:
+        expected = expected + summand
+    if shuffle:
+        expected = ref.channel_shuffle(expected, shuffle)
+    expected = {"relu": lambda y: np.maximum(y, 0), "relu6": lambda y: np.clip(y, 0, 6), None: lambda y: y,
+                "hardswish": lambda y: y * np.clip(y + 3, 0, 6) / 6}[activation](expected)
+    x_in = np.moveaxis(x, 1, -1) if last else x  # a non-contiguous view for channels-last
+    runner = prepared.runner(x_in.shape, layout, residual=residual)
+    args = (x_in,) + ((np.moveaxis(summand, 1, -1).astype(dtype) if last else summand.astype(dtype),)
+                      if residual else ())
+    y = runner(*args)
+    y = np.moveaxis(y, -1, 1) if last else y
+    scale = ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, pads, 1, groups) + (np.abs(summand) if residual else 0)
+    scale = ref.channel_shuffle(scale, shuffle) if shuffle else scale
+    assert_close(expected, y, 4 * scale, c_in * k * k)
+    np.testing.assert_array_equal(runner(*args), prepared(*args[:1], layout=layout, residual=args[1] if residual
+                                                          else None))
+    with pytest.raises(ConvSpecError, match="runner's"):
+        runner(x_in[:1], *args[1:])
+    with pytest.raises(ConvSpecError, match="input must be a"):
+        runner(x_in.astype(np.float64 if dtype == np.float32 else np.float32), *args[1:])
+    with pytest.raises(ConvSpecError, match="residual must be"):
+        runner(x_in) if residual else runner(x_in, x_in)
+    with pytest.raises(ConvSpecError, match="shape must be a batched input shape"):
+        prepared.runner(x_in.shape[1:], layout)
+
+
 def test_unbatched_input_and_empty_batch(rng):
     x = random_array(rng, (3, 7, 7), np.float32)
     w = random_array(rng, (2, 3, 3, 3), np.float32)

@@ -58,6 +58,10 @@ def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activation
     out = np.full(y.shape, np.nan, dtype)
     assert chain(wide[..., 3:], residual=residual, out=out, threads=threads) is out
     assert_close(expected, np.moveaxis(out, -1, 1), 4 * scale, reduction)
+    # The runner (a network's per-shape call) reads the wider array from channel 3 itself.
+    wide = np.ascontiguousarray(wide)
+    runner = chain.runner(wide.shape, threads, residual=True, x_start=3)
+    assert_close(expected, np.moveaxis(runner(wide, residual), -1, 1), 4 * scale, reduction)
     # Rows that do not continue one pixel stride (a spatially strided view) take one run per row.
     sparse = np.zeros((n, size[0], 2 * size[1], c_in), dtype)
     sparse[:, :, ::2] = np.moveaxis(x, 1, -1)
@@ -87,6 +91,15 @@ def test_chain_refuses_what_it_cannot_compute(rng):
     with pytest.raises(nc.ConvSpecError, match="weight must have shape"):
         PreparedPointwiseDepthwisePointwise((pointwise, depthwise, pointwise),
                                             (weights[0], np.ones((8, 8, 3, 3), np.float32), weights[2]), (None,) * 3)
+    with pytest.raises(nc.ConvSpecError, match="channels 3..11 inside it"):
+        chain.runner((1, 4, 4, 8), x_start=3)
+    runner = chain.runner((1, 4, 4, 8))
+    with pytest.raises(nc.ConvSpecError, match="the runner takes"):
+        runner(np.ones((1, 4, 5, 8), np.float32))
+    with pytest.raises(nc.ConvSpecError, match="the runner takes"):
+        runner(np.ones((1, 4, 4, 8), np.float64))
+    with pytest.raises(nc.ConvSpecError, match="no other"):
+        runner(np.ones((1, 4, 4, 8), np.float32), np.ones((1, 4, 4, 8), np.float32))
 
 
 @pytest.mark.parametrize("c_out,result_first,stride", [(13, False, 1), (16, True, 2), (58, False, 1)])
@@ -108,6 +121,14 @@ def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stri
     np.testing.assert_array_equal(np.moveaxis(y, -1, 1), expected)
     with pytest.raises(nc.ConvSpecError, match="interleave_with must be"):
         chain(branch_in, interleave_with=kept[..., 1:])
+    # The runner reads both halves from the unsplit arrays, from their channels c_out and 0.
+    other = x if stride == 1 else np.concatenate([kept, kept], axis=-1)
+    runner = chain.runner(x.shape, joined=("interleave", other.shape, result_first), x_start=c_out)
+    np.testing.assert_array_equal(runner(x, other), y)
+    with pytest.raises(nc.ConvSpecError, match="the runner takes"):
+        runner(x, other[..., 1:])
+    with pytest.raises(nc.ConvSpecError, match="joined must be"):
+        chain.runner(x.shape, joined=("interleave", other.shape[:3] + (c_out - 1,), result_first), x_start=c_out)
 
 
 @pytest.mark.parametrize("c_in,c_mid,c_out,g1,g2,shuffle,stride", [
@@ -157,6 +178,10 @@ def test_chain_stores_a_concat(kept_channels, result_first, rng):
     np.testing.assert_array_equal(y, np.concatenate(parts, axis=-1))
     with pytest.raises(nc.ConvSpecError, match="concat_with must be"):
         chain(x, concat_with=kept[:, 1:])
+    runner = chain.runner(x.shape, joined=("concat", wide.shape, result_first), joined_start=5)
+    np.testing.assert_array_equal(runner(x, wide), y)
+    with pytest.raises(nc.ConvSpecError, match="the runner takes"):
+        runner(x, kept)  # not C-contiguous
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -188,6 +213,8 @@ def test_chain_with_a_windowed_first_stage(n, c_in, c_mid, c_out, k, stride, pad
     # a channels-last view of the NCHW array (not contiguous): copied, padded, read through offsets
     assert_close(y, np.moveaxis(chain(x_last, threads=threads), -1, 1), 4 * scale, reduction)
     assert_close(y, np.moveaxis(chain(np.ascontiguousarray(x_last), threads=threads), -1, 1), 4 * scale, reduction)
+    runner = chain.runner(x_last.shape, threads)
+    assert_close(y, np.moveaxis(runner(np.ascontiguousarray(x_last)), -1, 1), 4 * scale, reduction)
 
 
 def _conv_maxpool_reference(x, w, b, spec, activation, pool):

@@ -1,4 +1,5 @@
 """Whole networks: catalogue models against the float64 graph reference, ONNX graphs against onnxruntime."""
+import numba
 import numpy as np
 import pytest
 
@@ -32,6 +33,15 @@ def test_catalogue_model_matches_float64_reference(name, options, rng):
     # the stem runs fused with what follows it: MobileNet's first separable block, the others' max pooling
     assert net.steps[0].op == ("pw-dw-pw" if name.startswith("mobilenet") else "conv-maxpool")
     assert sum(len(step.fused) for step in net.steps) >= sum(node.op == "bn" for node in graph.nodes)
+    # ShuffleNet v2's channel splits are read in place by the steps after them: no split step is left
+    assert "split" not in [step.op for step in net.steps]
+    # runners are planned per thread count: on one thread they are planned again, with the same answer
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert relative_error(net(x), expected) < 1e-4 and net._threads == 1
+    finally:
+        numba.set_num_threads(threads)
 
 
 def test_network_channels_last_input_and_errors(rng):

@@ -1,5 +1,4 @@
 """Machine ceilings for the benchmark: a register-resident FMA loop and a parallel copy."""
-import numpy as np
 from numba import njit, prange
 
 from .simd import vfma, vlanes, vload, vstore
