@@ -249,13 +249,9 @@ class PreparedConv:
         dtype = self.dtype
         mismatch = _shape_mismatch(shape, result_shape, dtype, residual)
         clamped = self.activation is None or (self.clamp[0] and self.kernel in _CLAMPING_KERNELS)
-        if not (last and clamped and n and math.prod(result_shape)):
-            def run_generic(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
-                mismatch(x, summand)
-                return self(x, layout, device="cpu", residual=summand)
-            return run_generic
+        lean = last and clamped and n and math.prod(result_shape)  # else the generic call, after the check
         x5_shape, clamp = (n, *_pad3(bound.in_spatial, 1), shape[-1]), self.clamp
-        if self.kernel == "simd" and (not self.shuffle_groups or self.shuffle_in_strides):
+        if lean and self.kernel == "simd" and (not self.shuffle_groups or self.shuffle_in_strides):
             _, before, after, calls, wide = self._simd_plan(shape, True, bound, residual, threads)
             padded, mode = any(before) or any(after), PADDING_MODE_CODES[self.spec.padding_mode]
             out3 = _pad3(out_spatial, 1)
@@ -273,7 +269,7 @@ class PreparedConv:
                     np.copyto(_to_5d_channels_last(result), y[:, :, :, :out3[2]])
                 return result
             return run_simd
-        if self.depthwise3x3 and self.spec.padding_mode == "zeros" and not residual and not self.shuffle_groups:
+        if lean and self.depthwise3x3 and self.spec.padding_mode == "zeros" and not residual and not self.shuffle_groups:
             skipped, y5_shape = _pad3(bound.pad_before, 0), (n, *_pad3(out_spatial, 1), self.spec.out_channels)
 
             def run_depthwise(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
@@ -284,10 +280,10 @@ class PreparedConv:
                 return result
             return run_depthwise
 
-        def run_other(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+        def run_generic(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
             mismatch(x, summand)
             return self(x, layout, device="cpu", residual=summand)
-        return run_other
+        return run_generic
 
     def __call__(self, x: Any, layout: str | None = None, out: np.ndarray | None = None,
                  device: str = "auto", residual: np.ndarray | None = None) -> np.ndarray:
@@ -690,11 +686,12 @@ def _shape_mismatch(shape: tuple, result_shape: tuple, dtype: np.dtype, residual
     """check(x, residual): a ConvSpecError unless x is a ``dtype`` array of ``shape`` and the residual (given
     exactly when ``residual``) one of ``result_shape``: a runner's per-call check."""
     def check(x: Any, summand: Any) -> None:
-        if getattr(x, "shape", None) != shape or getattr(x, "dtype", None) != dtype:
-            raise ConvSpecError(f"input must be a {dtype} array of shape {shape} (the runner's), got "
+        if not isinstance(x, np.ndarray) or x.shape != shape or x.dtype != dtype:
+            raise ConvSpecError(f"input must be a {dtype} NumPy array of shape {shape} (the runner's), got "
                                 f"{getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}")
-        if (summand is not None) != residual or (residual and (getattr(summand, "shape", None) != result_shape
-                                                              or getattr(summand, "dtype", None) != dtype)):
+        if (summand is not None) != residual or (residual and (not isinstance(summand, np.ndarray)
+                                                              or summand.shape != result_shape
+                                                              or summand.dtype != dtype)):
             wanted = f"a {dtype} array of shape {result_shape}" if residual else "None (runner made without one)"
             raise ConvSpecError(f"residual must be {wanted}, got {getattr(summand, 'shape', summand)}")
     return check

@@ -184,9 +184,9 @@ class PreparedPointwiseDepthwisePointwise:
         window, empty, packed, clamps = self.window, self._empty, self.packed, self.clamps
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
-            if (getattr(x, "shape", None) != shape or getattr(x, "dtype", None) != dtype
-                    or not x.flags.c_contiguous or (other is None) != (other_shape is None)
-                    or (other is not None and (getattr(other, "shape", None) != other_shape
+            if (not isinstance(x, np.ndarray) or x.shape != shape or x.dtype != dtype or not x.flags.c_contiguous
+                    or (other is None) != (other_shape is None)
+                    or (other is not None and (not isinstance(other, np.ndarray) or other.shape != other_shape
                                                or other.dtype != dtype or not other.flags.c_contiguous))):
                 raise ConvSpecError(f"the runner takes a C-contiguous {dtype} x of shape {shape} and "
                                     f"{'an other of shape ' + str(other_shape) if other_shape else 'no other'}, "

@@ -250,6 +250,8 @@ def test_runner_matches_reference(c_in, c_out, k, stride, padding, groups, size,
         runner(x_in[:1], *args[1:])
     with pytest.raises(ConvSpecError, match="input must be a"):
         runner(x_in.astype(np.float64 if dtype == np.float32 else np.float32), *args[1:])
+    with pytest.raises(ConvSpecError, match="input must be a"):
+        runner(x_in.tolist(), *args[1:])
     with pytest.raises(ConvSpecError, match="residual must be"):
         runner(x_in) if residual else runner(x_in, x_in)
     with pytest.raises(ConvSpecError, match="shape must be a batched input shape"):
