@@ -524,14 +524,26 @@ def _pool_step(op: str, a: dict, dtype: np.dtype):
     def pad3(values, fill):
         return leading(values, 3, fill)
 
+    plans: dict = {}  # input shape -> (5D input shape, 5D output shape, result shape, kernel arguments)
+
+    def plan(shape: tuple) -> tuple:
+        nd = len(shape) - 2
+        sizes = tuple(pooled_size(shape[1 + i], kernel[i], stride[i], pads[i], ceil_mode) for i in range(nd))
+        padded = tuple(shape[1 + i] + pads[i][0] + pads[i][1] for i in range(nd))
+        arguments = (*pad3(kernel, 1), *pad3(stride, 1), *pad3(tuple(p[0] for p in pads), 0), op == "maxpool",
+                     include_pad, *pad3(padded, 1))
+        return ((shape[0], *pad3(shape[1:-1], 1), shape[-1]), (shape[0], *pad3(sizes, 1), shape[-1]),
+                (shape[0], *sizes, shape[-1]), arguments)
+
     def run(x: np.ndarray) -> np.ndarray:
-        nd = x.ndim - 2
-        sizes = [pooled_size(x.shape[1 + i], kernel[i], stride[i], pads[i], ceil_mode) for i in range(nd)]
-        x5 = np.ascontiguousarray(x).reshape(x.shape[0], *pad3(x.shape[1:-1], 1), x.shape[-1])
-        out = np.empty((x.shape[0], *pad3(tuple(sizes), 1), x.shape[-1]), x.dtype)
-        padded = [x.shape[1 + i] + pads[i][0] + pads[i][1] for i in range(nd)]
-        pool_channels_last(x5, out, *pad3(kernel, 1), *pad3(stride, 1), *pad3(tuple(p[0] for p in pads), 0),
-                           op == "maxpool", include_pad, *pad3(tuple(padded), 1))
-        return out.reshape(x.shape[0], *sizes, x.shape[-1])
+        found = plans.get(x.shape)
+        if found is None:
+            if len(plans) >= 64:
+                plans.clear()
+            found = plans[x.shape] = plan(x.shape)
+        in5, out5, result, arguments = found
+        out = np.empty(out5, x.dtype)
+        pool_channels_last(np.ascontiguousarray(x).reshape(in5), out, *arguments)
+        return out.reshape(result)
 
     return run
