@@ -17,7 +17,7 @@ from numba import get_num_threads
 
 from . import packing
 from .api import _CLAMPS, _pad_channels_last
-from .kernels.cpu.fused_blocks import conv_maxpool_rows, conv_pw_dw_pw_rows
+from .kernels.cpu.fused_blocks import conv_maxpool_rows, conv_pw_dw_pw_parts, conv_pw_dw_pw_rows
 from .spec import ConvSpec, ConvSpecError
 
 CLAMPS = {None: (0.0, 0.0, 0.0), **{name: (1.0, *bounds) for name, bounds in _CLAMPS.items()}}
@@ -107,6 +107,7 @@ class PreparedPointwiseDepthwisePointwise:
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
         self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel
         self._plans: dict = {}
+        self._split: dict = {}  # parts -> the projection split for conv_pw_dw_pw_parts, and blocks per part
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """(N, H, W, C_in) -> (N, OH, OW, C_out)."""
@@ -117,10 +118,17 @@ class PreparedPointwiseDepthwisePointwise:
         output rows: on smaller maps the recomputed rows and idle threads cost more than fusing saves."""
         return self._plan(tuple(shape), threads or get_num_threads())[1]
 
+    def kernel_for(self, shape: tuple[int, ...], threads: int | None = None) -> str:
+        """'bands' (row bands, conv_pw_dw_pw_rows) or 'parts' (parts of the expanded channels,
+        conv_pw_dw_pw_parts): the kernel that runs for input of ``shape`` on ``threads`` threads."""
+        return "parts" if self._plan(tuple(shape), threads or get_num_threads())[4] else "bands"
+
     def _plan(self, shape: tuple[int, ...], threads: int) -> tuple:
-        """(output shape, worthwhile, kernel's integer arguments, the first stage's (pad before, pad after))
-        for an input shape, worked out once (a network calls each block with one shape, and binding the
-        spec cost more than a small block's kernel)."""
+        """(output shape, worthwhile, kernel's integer arguments, the first stage's (pad before, pad after),
+        parts) for an input shape, worked out once (a network calls each block with one shape, and binding
+        the spec cost more than a small block's kernel).  ``parts``: 0 for row bands, else how many parts
+        of the expanded channels conv_pw_dw_pw_parts splits the work into (maps too short for a band of
+        MIN_BAND_ROWS rows per thread); worthwhile: either applies."""
         key = (shape, threads)
         plan = self._plans.get(key)
         if plan is None:
@@ -136,9 +144,10 @@ class PreparedPointwiseDepthwisePointwise:
             while group > 1 and ((group - 1) * depthwise.stride[0] + 4) * width * mid * self.dtype.itemsize \
                     + group * ow * mid * self.dtype.itemsize > GROUP_BYTES:
                 group -= 1
-            plan = ((n, oh, ow, c_out), worthwhile,
+            parts = 0 if worthwhile else _parts(n, self.packed[0].shape[0], threads)
+            plan = ((n, oh, ow, c_out), worthwhile or bool(parts),
                     ((oh * ow * c_out, ow * c_out, c_out), (n, he, we, oh, ow), depthwise.stride,
-                     bound.pad_before, c_out, band_rows, group), (first.pad_before, first.pad_after))
+                     bound.pad_before, c_out, band_rows, group), (first.pad_before, first.pad_after), parts)
             if len(self._plans) >= 64:
                 self._plans.clear()
             self._plans[key] = plan
@@ -160,8 +169,9 @@ class PreparedPointwiseDepthwisePointwise:
         if len(shape) != 4 or not 0 <= x_start <= shape[3] - c_in or (self.window and shape[3] != c_in):
             raise ConvSpecError(f"shape must be (N, H, W, C) with channels {x_start}..{x_start + c_in} inside it "
                                 f"(all of them for a windowed first stage), got {shape}")
-        result_shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group), (before, after) = \
-            self._plan((*shape[:3], c_in), threads or get_num_threads())
+        result_shape, _, arguments, (before, after), parts = self._plan((*shape[:3], c_in),
+                                                                        threads or get_num_threads())
+        out_strides, c_out = arguments[0], arguments[4]
         beside, beside_strides, interleave, beside_channels, other_shape = self._empty, (0, 0, 0), 0, 0, None
         if joined is not None:
             mode, other_shape, result_first = joined
@@ -181,7 +191,7 @@ class PreparedPointwiseDepthwisePointwise:
             other_shape = result_shape
         x_strides = (shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3])
         sources, spec, offsets = self.packed[1], self.specs[0], self._offsets
-        window, empty, packed, clamps = self.window, self._empty, self.packed, self.clamps
+        window, empty = self.window, self._empty
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
             if (not isinstance(x, np.ndarray) or x.shape != shape or x.dtype != dtype or not x.flags.c_contiguous
@@ -199,10 +209,10 @@ class PreparedPointwiseDepthwisePointwise:
             result = np.empty(result_shape, dtype)
             if not result.size:
                 return result
-            conv_pw_dw_pw_rows(flat, x_steps, packed[0], x_sources, *packed[2:], result.reshape(-1), out_strides,
-                               other.reshape(-1) if residual else empty,
-                               other.reshape(-1)[joined_start:] if joined else beside, beside_strides, interleave,
-                               beside_channels, sizes, strides, pads, c_out, band_rows, group, clamps)
+            self._launch(flat, x_steps, x_sources, result.reshape(-1), out_strides,
+                         other.reshape(-1) if residual else empty,
+                         other.reshape(-1)[joined_start:] if joined else beside, beside_strides, interleave,
+                         beside_channels, arguments, parts)
             return result
         return run
 
@@ -213,8 +223,8 @@ class PreparedPointwiseDepthwisePointwise:
         item = x.itemsize
         if x.strides[3] != item or any(s % item for s in x.strides):
             x = np.ascontiguousarray(x)
-        shape, _, (out_strides, sizes, strides, pads, c_out, band_rows, group), (before, after) = \
-            self._plan(x.shape, threads or get_num_threads())
+        shape, _, arguments, (before, after), parts = self._plan(x.shape, threads or get_num_threads())
+        out_strides = arguments[0]
         if self.window:
             x, x_strides, expand_sources = _window_input(self.specs[0], x, before, after, self.packed[1],
                                                          self._offsets)
@@ -244,13 +254,36 @@ class PreparedPointwiseDepthwisePointwise:
         result = out if out is not None else np.empty(shape, self.dtype)
         if result.size == 0:
             return result
-        conv_pw_dw_pw_rows(_flat_from_first(x), x_strides, self.packed[0], expand_sources, *self.packed[2:],
-                           result.reshape(-1), out_strides,
-                           residual.reshape(-1) if residual is not None else self._empty,
-                           beside, beside_strides, interleave, beside_channels, sizes, strides, pads, c_out,
-                           band_rows, group,
-                           self.clamps)
+        self._launch(_flat_from_first(x), x_strides, expand_sources, result.reshape(-1), out_strides,
+                     residual.reshape(-1) if residual is not None else self._empty, beside, beside_strides,
+                     interleave, beside_channels, arguments, parts)
         return result
+
+    def _launch(self, x: np.ndarray, x_strides: tuple, expand_sources: np.ndarray, out: np.ndarray,
+                out_strides: tuple, residual: np.ndarray, beside: np.ndarray, beside_strides: tuple, interleave: int,
+                beside_channels: int, arguments: tuple, parts: int) -> None:
+        """The kernel for a plan (_plan): row bands, or with ``parts`` the expanded channels split in parts
+        whose projections a second pass sums (its partial sums allocated here)."""
+        _, sizes, strides, pads, c_out, band_rows, group = arguments
+        packed = self.packed
+        if not parts:
+            conv_pw_dw_pw_rows(x, x_strides, packed[0], expand_sources, *packed[2:], out, out_strides, residual,
+                               beside, beside_strides, interleave, beside_channels, sizes, strides, pads, c_out,
+                               band_rows, group, self.clamps)
+            return
+        split = self._split.get(parts)
+        if split is None:
+            blocks, block = packed[0].shape[0], packed[0].shape[2]
+            part_blocks = -(-blocks // parts)
+            split = self._split[parts] = (packing.split_projection(packed[6], packed[7], packed[8], packed[9],
+                                                                   part_blocks * block, parts), part_blocks)
+        (part_project, part_sources, part_counts, part_bias), part_blocks = split
+        partial = np.empty((parts, sizes[0], sizes[3] * sizes[4] * part_project.shape[1] * part_project.shape[3]),
+                           self.dtype)
+        conv_pw_dw_pw_parts(x, x_strides, packed[0], expand_sources, packed[2], packed[3], packed[4], packed[5],
+                            part_project, part_sources, part_counts, part_bias, part_blocks, partial, out,
+                            out_strides, residual, beside, beside_strides, interleave, beside_channels, sizes,
+                            strides, pads, c_out, self.clamps)
 
 
 def _joined_layout(shape: tuple, concat: bool, result_first: bool, beside_channels: int) -> tuple:
@@ -290,6 +323,15 @@ def _bands(n: int, rows: int, threads: int) -> tuple[int, bool]:
     a band of MIN_BAND_ROWS (a band recomputes the rows its window shares with its neighbour)."""
     bands = max(1, min(-(-threads // n), rows // MIN_BAND_ROWS))
     return -(-rows // bands), n * (rows // MIN_BAND_ROWS) >= threads
+
+
+def _parts(n: int, blocks: int, threads: int) -> int:
+    """How many parts of the expanded channels (``blocks`` blocks) give every thread work when ``n`` images
+    are fewer than the threads (each part a whole number of blocks, none empty); 0 when parts do not help."""
+    if n >= threads or blocks < 2:
+        return 0
+    per_part = -(-blocks // min(blocks, -(-threads // n)))
+    return -(-blocks // per_part)
 
 
 def _window_input(spec: ConvSpec, x: np.ndarray, before: tuple, after: tuple, indices: np.ndarray,

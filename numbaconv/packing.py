@@ -137,6 +137,32 @@ def _padded(values: np.ndarray | None, dtype: np.dtype, *shape: int) -> np.ndarr
     return array
 
 
+def split_projection(packed: np.ndarray, sources: np.ndarray, counts: np.ndarray, bias: np.ndarray,
+                     part_channels: int, parts: int) -> tuple[np.ndarray, ...]:
+    """pack_pw_dw_pw's projection (packed (B, K, block), sources (B, K) ring channels, counts (B,), bias
+    (B * block,)) split by parts of ``part_channels`` ring channels, for kernels/cpu/fused_blocks.py's
+    conv_pw_dw_pw_parts: part s keeps each block's rows whose source lies in [s * part_channels, (s + 1) *
+    part_channels), with sources relative to that start.  Returns (parts, B, K', block) weights, (parts, B,
+    K') sources, (parts, B) counts and (parts, B * block) biases, the bias in part 0 only (the parts are
+    summed)."""
+    blocks, _, block = packed.shape
+    kept = [[np.flatnonzero((sources[b, :counts[b]] >= s * part_channels)
+                            & (sources[b, :counts[b]] < (s + 1) * part_channels)) for b in range(blocks)]
+            for s in range(parts)]
+    widest = max(1, max(len(rows) for part in kept for rows in part))
+    part_packed = np.zeros((parts, blocks, widest, block), packed.dtype)
+    part_sources = np.zeros((parts, blocks, widest), np.int64)
+    part_counts = np.zeros((parts, blocks), np.int64)
+    for s, part in enumerate(kept):
+        for b, rows in enumerate(part):
+            part_packed[s, b, :len(rows)] = packed[b, rows]
+            part_sources[s, b, :len(rows)] = sources[b, rows] - s * part_channels
+            part_counts[s, b] = len(rows)
+    part_bias = np.zeros((parts, blocks * block), packed.dtype)
+    part_bias[0] = bias
+    return part_packed, part_sources, part_counts, part_bias
+
+
 def pack_window_blocks(weight: np.ndarray, bias: np.ndarray | None, block: int) -> tuple[np.ndarray, ...]:
     """A dense convolution (C_out, C_in, KH, KW) for kernels/cpu/fused_blocks.py's pointwise_pixels, which
     reads each input through an offset: (B, K, block) weights with K = KH * KW * C_in inputs in (kh, kw, c)

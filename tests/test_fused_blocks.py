@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 import numbaconv as nc
-from numbaconv.fused_blocks import PreparedConvMaxPool, PreparedPointwiseDepthwisePointwise, chain_fits
+from numbaconv.kernels.cpu.simd import VECTOR_BYTES
+from numbaconv.fused_blocks import (MIN_BAND_ROWS, PreparedConvMaxPool, PreparedPointwiseDepthwisePointwise,
+                                   chain_fits)
 
 from . import reference as ref
 from .conftest import assert_close
@@ -38,6 +40,8 @@ def _chain_reference(x_nchw, weights, biases, stride, activations, residual=None
     (3, 8, 20, 9, (11, 12), 2, ((-0.5, 0.7), "relu", None), 1),  # a clip, one thread: whole images
     (1, 1, 8, 1, (1, 1), 1, (None, None, None), 2),             # one pixel, one channel
     (2, 12, 40, 12, (6, 3), 2, ("relu6", None, "relu6"), 3),     # stride larger than the map's width allows
+    (1, 16, 40, 12, (6, 5), 1, ("relu6", "relu6", None), 2),     # a short map: parts of the expanded channels
+    (1, 9, 72, 11, (7, 7), 1, ("relu", None, None), 3),         # 7x7 at batch 1, three parts
 ])
 def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activations, threads, dtype, rng):
     specs = (nc.ConvSpec(2, c_in, c_mid, 1, bias=True),
@@ -47,6 +51,11 @@ def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activation
     biases = [(rng.standard_normal(s.out_channels) + 0.1).astype(dtype) for s in specs]
     chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, activations)
     x = (rng.standard_normal((n, c_in, *size)) + 0.1).astype(dtype)
+    shape = (n, *size, c_in)
+    # parts where the map gives no thread a band and the expansion has two channel blocks or more
+    block = 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+    short = n * (chain.output_shape(shape)[1] // MIN_BAND_ROWS) < threads
+    assert chain.kernel_for(shape, threads) == ("parts" if short and n < threads and c_mid > block else "bands")
     expected, scale = _chain_reference(x, weights, biases, stride, activations)
     reduction = c_in + 9 + c_mid
     y = chain(np.ascontiguousarray(np.moveaxis(x, 1, -1)), threads=threads)
@@ -102,8 +111,9 @@ def test_chain_refuses_what_it_cannot_compute(rng):
         runner(np.ones((1, 4, 4, 8), np.float32), np.ones((1, 4, 4, 8), np.float32))
 
 
-@pytest.mark.parametrize("c_out,result_first,stride", [(13, False, 1), (16, True, 2), (58, False, 1)])
-def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stride, rng):
+@pytest.mark.parametrize("c_out,result_first,stride,n", [(13, False, 1, 2), (16, True, 2, 2), (58, False, 1, 2),
+                                                        (58, True, 1, 1), (40, False, 2, 1)])  # n=1: parts
+def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stride, n, rng):
     specs = (nc.ConvSpec(2, c_out, c_out, 1, bias=True),
              nc.ConvSpec(2, c_out, c_out, 3, stride, 1, groups=c_out, bias=True),
              nc.ConvSpec(2, c_out, c_out, 1, bias=True))
@@ -111,19 +121,20 @@ def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stri
     biases = [rng.standard_normal(c_out).astype(np.float32) for _ in specs]
     activations = ("relu", None, "relu")
     chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, activations)
-    x = rng.standard_normal((2, 9, 11, 2 * c_out)).astype(np.float32)
+    x = rng.standard_normal((n, 9, 11, 2 * c_out)).astype(np.float32)
+    assert chain.kernel_for((n, 9, 11, c_out), 2) == ("parts" if n == 1 else "bands")
     branch_in = x[..., c_out:]                        # the channel split's second half, read in place
-    result = chain(branch_in)
+    result = chain(branch_in, threads=2)
     kept = x[..., :c_out] if stride == 1 else rng.standard_normal(result.shape).astype(np.float32)
     parts = [result, kept] if result_first else [kept, result]
     expected = ref.channel_shuffle(np.moveaxis(np.concatenate(parts, axis=-1), -1, 1), 2)
-    y = chain(branch_in, interleave_with=kept, result_first=result_first)
+    y = chain(branch_in, interleave_with=kept, result_first=result_first, threads=2)
     np.testing.assert_array_equal(np.moveaxis(y, -1, 1), expected)
     with pytest.raises(nc.ConvSpecError, match="interleave_with must be"):
         chain(branch_in, interleave_with=kept[..., 1:])
     # The runner reads both halves from the unsplit arrays, from their channels c_out and 0.
     other = x if stride == 1 else np.concatenate([kept, kept], axis=-1)
-    runner = chain.runner(x.shape, joined=("interleave", other.shape, result_first), x_start=c_out)
+    runner = chain.runner(x.shape, 2, joined=("interleave", other.shape, result_first), x_start=c_out)
     np.testing.assert_array_equal(runner(x, other), y)
     with pytest.raises(nc.ConvSpecError, match="the runner takes"):
         runner(x, other[..., 1:])
@@ -131,19 +142,22 @@ def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stri
         chain.runner(x.shape, joined=("interleave", other.shape[:3] + (c_out - 1,), result_first), x_start=c_out)
 
 
-@pytest.mark.parametrize("c_in,c_mid,c_out,g1,g2,shuffle,stride", [
-    (240, 60, 240, 3, 3, 3, 1),   # ShuffleNet v1 (g=3) unit: blocks of 16 straddle the groups of 20
-    (24, 60, 216, 1, 3, 0, 2),    # its stage-2 first unit: a dense expansion, stride 2
-    (32, 48, 64, 4, 2, 4, 1),     # different groups on each side of the shuffle
+@pytest.mark.parametrize("c_in,c_mid,c_out,g1,g2,shuffle,stride,n", [
+    (240, 60, 240, 3, 3, 3, 1, 2),   # ShuffleNet v1 (g=3) unit: blocks of 16 straddle the groups of 20
+    (24, 60, 216, 1, 3, 0, 2, 2),    # its stage-2 first unit: a dense expansion, stride 2
+    (32, 48, 64, 4, 2, 4, 1, 2),     # different groups on each side of the shuffle
+    (240, 60, 240, 3, 3, 3, 1, 1),   # batch 1: parts of the expanded channels, the shuffle across them
+    (24, 60, 216, 1, 3, 0, 2, 1),
 ])
-def test_chain_with_grouped_pointwise_and_shuffle(c_in, c_mid, c_out, g1, g2, shuffle, stride, rng):
+def test_chain_with_grouped_pointwise_and_shuffle(c_in, c_mid, c_out, g1, g2, shuffle, stride, n, rng):
     specs = (nc.ConvSpec(2, c_in, c_mid, 1, groups=g1, bias=True),
              nc.ConvSpec(2, c_mid, c_mid, 3, stride, 1, groups=c_mid, bias=True),
              nc.ConvSpec(2, c_mid, c_out, 1, groups=g2, bias=True))
     weights = [(rng.standard_normal(s.weight_shape) * 0.5 + 0.05).astype(np.float32) for s in specs]
     biases = [(rng.standard_normal(s.out_channels) + 0.1).astype(np.float32) for s in specs]
     chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, ("relu", None, "relu"), shuffle_groups=shuffle)
-    x = (rng.standard_normal((2, c_in, 9, 10)) + 0.1).astype(np.float32)
+    x = (rng.standard_normal((n, c_in, 9, 10)) + 0.1).astype(np.float32)
+    assert chain.kernel_for((n, 9, 10, c_in), 2) == ("parts" if n == 1 else "bands")
     y, scale = x, np.abs(x)
     for i, (spec, w, b) in enumerate(zip(specs, weights, biases)):
         pads = [(1, 1), (1, 1)] if i == 1 else [(0, 0), (0, 0)]
@@ -153,15 +167,15 @@ def test_chain_with_grouped_pointwise_and_shuffle(c_in, c_mid, c_out, g1, g2, sh
             y = np.maximum(y, 0)
             if shuffle:
                 y, scale = ref.channel_shuffle(y, shuffle), ref.channel_shuffle(scale, shuffle)
-    residual = rng.standard_normal((2, *y.shape[2:], c_out)).astype(np.float32) if stride == 1 else None
+    residual = rng.standard_normal((n, *y.shape[2:], c_out)).astype(np.float32) if stride == 1 else None
     if residual is not None:  # ShuffleNet's relu(x + branch)
         y, scale = y + np.moveaxis(residual, -1, 1), scale + np.abs(np.moveaxis(residual, -1, 1))
     out = chain(np.ascontiguousarray(np.moveaxis(x, 1, -1)), residual=residual, threads=2)
     assert_close(np.maximum(y, 0), np.moveaxis(out, -1, 1), 4 * scale, c_in + 9 + c_mid)
 
 
-@pytest.mark.parametrize("kept_channels,result_first", [(24, False), (13, True), (8, False)])
-def test_chain_stores_a_concat(kept_channels, result_first, rng):
+@pytest.mark.parametrize("kept_channels,result_first,n", [(24, False, 2), (13, True, 2), (8, False, 2), (13, False, 1)])
+def test_chain_stores_a_concat(kept_channels, result_first, n, rng):
     """ShuffleNet v1's downsampling unit: concat([avgpool(x), branch]) written by the chain's final pass."""
     specs = (nc.ConvSpec(2, 24, 60, 1, groups=3, bias=True),
              nc.ConvSpec(2, 60, 60, 3, 2, 1, groups=60, bias=True),
@@ -169,16 +183,17 @@ def test_chain_stores_a_concat(kept_channels, result_first, rng):
     weights = [(rng.standard_normal(s.weight_shape) * 0.5).astype(np.float32) for s in specs]
     biases = [rng.standard_normal(s.out_channels).astype(np.float32) for s in specs]
     chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, ("relu", None, "relu"), shuffle_groups=3)
-    x = rng.standard_normal((2, 11, 9, 24)).astype(np.float32)
-    result = chain(x)
+    x = rng.standard_normal((n, 11, 9, 24)).astype(np.float32)
+    assert chain.kernel_for(x.shape, 2) == ("parts" if n == 1 else "bands")
+    result = chain(x, threads=2)
     wide = rng.standard_normal((*result.shape[:3], kept_channels + 5)).astype(np.float32)
     kept = wide[..., 5:]  # a channel slice, read in place
     parts = [result, kept] if result_first else [kept, result]
-    y = chain(x, concat_with=kept, result_first=result_first)
+    y = chain(x, concat_with=kept, result_first=result_first, threads=2)
     np.testing.assert_array_equal(y, np.concatenate(parts, axis=-1))
     with pytest.raises(nc.ConvSpecError, match="concat_with must be"):
         chain(x, concat_with=kept[:, 1:])
-    runner = chain.runner(x.shape, joined=("concat", wide.shape, result_first), joined_start=5)
+    runner = chain.runner(x.shape, 2, joined=("concat", wide.shape, result_first), joined_start=5)
     np.testing.assert_array_equal(runner(x, wide), y)
     with pytest.raises(nc.ConvSpecError, match="the runner takes"):
         runner(x, kept)  # not C-contiguous
@@ -210,6 +225,9 @@ def test_chain_with_a_windowed_first_stage(n, c_in, c_mid, c_out, k, stride, pad
     reduction = c_in * k * k + 9 + c_mid
     x_last = np.moveaxis(x, 1, -1)
     assert chain.output_shape(x_last.shape) == (n, *y.shape[2:], c_out)
+    block = 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+    short = n * (y.shape[2] // MIN_BAND_ROWS) < threads and n < threads and c_mid > block
+    assert chain.kernel_for(x_last.shape, threads) == ("parts" if short else "bands")
     # a channels-last view of the NCHW array (not contiguous): copied, padded, read through offsets
     assert_close(y, np.moveaxis(chain(x_last, threads=threads), -1, 1), 4 * scale, reduction)
     assert_close(y, np.moveaxis(chain(np.ascontiguousarray(x_last), threads=threads), -1, 1), 4 * scale, reduction)

@@ -154,6 +154,68 @@ def depthwise3x3_row(ring, r0, r1, r2, taps, bias, mid, OW, sw, C, clamp, low, h
         ow += 2 if pair else 1
 
 
+@njit(cache=True)
+def store_rows(row_out, rows, OW, CO, n, oh0, out, on, oh_, ow_, residual, beside, bn_, bh, bw, interleave,
+               beside_channels, c_out, c3, low3, high3):
+    """The final pass of both chain kernels: ``rows`` projected output rows (row_out, pixels CO apart) from
+    row oh0 of image n to ``out`` (strides on, oh_, ow_): the real c_out channels with the residual (when
+    not empty) and the last clamp, or stored beside ``beside`` (see conv_pw_dw_pw_rows' interleave)."""
+    lanes = vlanes(row_out)
+    has_residual = residual.shape[0] > 0
+    for r in range(rows):  # the real channels out, with the skip connection and the last clamp
+        base = n * on + (oh0 + r) * oh_
+        for ow in range(OW):
+            source, target = (r * OW + ow) * CO, base + ow * ow_
+            c = 0
+            if interleave >= 3:  # a concat: beside's channels copied, then the result's as usual
+                other = n * bn_ + (oh0 + r) * bh + ow * bw
+                kept_at = target if interleave == 3 else target + c_out
+                while c + lanes <= beside_channels:
+                    vstore(out, kept_at + c, vload(beside, other + c))
+                    c += lanes
+                for c in range(c, beside_channels):
+                    out[kept_at + c] = beside[other + c]
+                c = 0
+                if interleave == 3:
+                    target += beside_channels
+            elif interleave:
+                other = n * bn_ + (oh0 + r) * bh + ow * bw
+                while c + lanes <= c_out:
+                    value = vload(row_out, source + c)
+                    if c3:
+                        value = vclamp(value, low3, high3)
+                    kept = vload(beside, other + c)
+                    if interleave == 1:
+                        vstore(out, target + 2 * c, vzip_low(kept, value))
+                        vstore(out, target + 2 * c + lanes, vzip_high(kept, value))
+                    else:
+                        vstore(out, target + 2 * c, vzip_low(value, kept))
+                        vstore(out, target + 2 * c + lanes, vzip_high(value, kept))
+                    c += lanes
+                for c in range(c, c_out):
+                    value = row_out[source + c]
+                    if c3:
+                        value = min(max(value, low3), high3)
+                    out[target + 2 * c + 2 - interleave] = value
+                    out[target + 2 * c + interleave - 1] = beside[other + c]
+                continue
+            while c + lanes <= c_out:
+                value = vload(row_out, source + c)
+                if has_residual:
+                    value = vadd(value, vload(residual, target + c))
+                if c3:
+                    value = vclamp(value, low3, high3)
+                vstore(out, target + c, value)
+                c += lanes
+            for c in range(c, c_out):
+                value = row_out[source + c]
+                if has_residual:
+                    value += residual[target + c]
+                if c3:
+                    value = min(max(value, low3), high3)
+                out[target + c] = value
+
+
 @njit(parallel=True, cache=True)
 def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expand_bias, taps, taps_bias, project,
                        project_sources, project_counts, project_bias, out, out_strides, residual, beside,
@@ -187,8 +249,6 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
     xn, xh, xw = x_strides
     on, oh_, ow_ = out_strides
     bn_, bh, bw = beside_strides
-    has_residual = residual.shape[0] > 0
-    lanes = vlanes(taps)
     width = max(W + pw, (OW - 1) * sw + KW)  # padded row: zero columns on both sides
     span = (group_rows - 1) * sh + KH  # input rows one group of output rows reads: the ring's slots
     bands = (OH + band_rows - 1) // band_rows
@@ -237,58 +297,81 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
                                  C, c2, low2, high2)
             pointwise_pixels(mid, 0, C, rows * OW, project, project_sources, project_counts, project_bias, row_out,
                              mid_at, False, 0.0, 0.0)
-            for r in range(rows):  # the real channels out, with the skip connection and the last clamp
-                base = n * on + (oh0 + r) * oh_
-                for ow in range(OW):
-                    source, target = (r * OW + ow) * CO, base + ow * ow_
-                    c = 0
-                    if interleave >= 3:  # a concat: beside's channels copied, then the result's as usual
-                        other = n * bn_ + (oh0 + r) * bh + ow * bw
-                        kept_at = target if interleave == 3 else target + c_out
-                        while c + lanes <= beside_channels:
-                            vstore(out, kept_at + c, vload(beside, other + c))
-                            c += lanes
-                        for c in range(c, beside_channels):
-                            out[kept_at + c] = beside[other + c]
-                        c = 0
-                        if interleave == 3:
-                            target += beside_channels
-                    elif interleave:
-                        other = n * bn_ + (oh0 + r) * bh + ow * bw
-                        while c + lanes <= c_out:
-                            value = vload(row_out, source + c)
-                            if c3:
-                                value = vclamp(value, low3, high3)
-                            kept = vload(beside, other + c)
-                            if interleave == 1:
-                                vstore(out, target + 2 * c, vzip_low(kept, value))
-                                vstore(out, target + 2 * c + lanes, vzip_high(kept, value))
-                            else:
-                                vstore(out, target + 2 * c, vzip_low(value, kept))
-                                vstore(out, target + 2 * c + lanes, vzip_high(value, kept))
-                            c += lanes
-                        for c in range(c, c_out):
-                            value = row_out[source + c]
-                            if c3:
-                                value = min(max(value, low3), high3)
-                            out[target + 2 * c + 2 - interleave] = value
-                            out[target + 2 * c + interleave - 1] = beside[other + c]
-                        continue
-                    while c + lanes <= c_out:
-                        value = vload(row_out, source + c)
-                        if has_residual:
-                            value = vadd(value, vload(residual, target + c))
-                        if c3:
-                            value = vclamp(value, low3, high3)
-                        vstore(out, target + c, value)
-                        c += lanes
-                    for c in range(c, c_out):
-                        value = row_out[source + c]
-                        if has_residual:
-                            value += residual[target + c]
-                        if c3:
-                            value = min(max(value, low3), high3)
-                        out[target + c] = value
+            store_rows(row_out, rows, OW, CO, n, oh0, out, on, oh_, ow_, residual, beside, bn_, bh, bw, interleave,
+                       beside_channels, c_out, c3, low3, high3)
+
+
+@njit(parallel=True, cache=True)
+def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, expand_bias, taps, taps_bias,
+                        part_project, part_sources, part_counts, part_bias, part_blocks, partial, out, out_strides,
+                        residual, beside, beside_strides, interleave, beside_channels, sizes, strides, pads, c_out,
+                        clamps):
+    """conv_pw_dw_pw_rows for maps too short for row bands (a 7x7 map at batch 1): a job owns one image and
+    one part of the expanded channels (``part_blocks`` expansion blocks) and runs all three stages over the
+    whole image for them: its expanded channels (a zero-bordered image buffer), their depthwise outputs,
+    and the projection summed over those channels only, into partial[part, n] (pixels CO apart).  A
+    second pass adds the parts and stores the rows as the band kernel does (store_rows).  No row is
+    computed twice; the price is the partial sums, a few KB per part.
+
+    part_project, part_sources, part_counts, part_bias: the projection split by parts of the ring's channels
+    (numbaconv.packing.split_projection: sources relative to the part, the bias in part 0 only); partial
+    (parts, N, OH * OW * CO).  Everything else as in conv_pw_dw_pw_rows.
+    """
+    N, H, W, OH, OW = sizes
+    sh, sw = strides
+    ph, pw = pads
+    KH, KW, C = taps.shape
+    BE, _, BLOCK = expand.shape
+    S = part_project.shape[0]
+    CO = part_project.shape[1] * BLOCK
+    xn, xh, xw = x_strides
+    on, oh_, ow_ = out_strides
+    bn_, bh, bw = beside_strides
+    width = max(W + pw, (OW - 1) * sw + KW)
+    c1, low1, high1 = clamps[0, 0] != 0, clamps[0, 1], clamps[0, 2]
+    c2, low2, high2 = clamps[1, 0] != 0, clamps[1, 1], clamps[1, 2]
+    c3, low3, high3 = clamps[2, 0] != 0, clamps[2, 1], clamps[2, 2]
+    uniform = xh == W * xw
+    for job in prange(N * S):
+        n = job // S
+        part = job % S
+        b0 = part * part_blocks
+        b1 = min(BE, b0 + part_blocks)
+        cp = (b1 - b0) * BLOCK
+        c0 = b0 * BLOCK
+        image = np.zeros((H + 1) * width * cp, taps.dtype)  # expanded rows, then a zero row for padding
+        image_at = np.empty(H * W, np.int64)
+        for ih in range(H):
+            for w in range(W):
+                image_at[ih * W + w] = (ih * width + pw + w) * cp
+        if uniform:
+            pointwise_pixels(x, n * xn, xw, H * W, expand[b0:b1], expand_sources[b0:b1], expand_counts[b0:b1],
+                             expand_bias[c0:c0 + cp], image, image_at, c1, low1, high1)
+        else:
+            for ih in range(H):
+                pointwise_pixels(x, n * xn + ih * xh, xw, W, expand[b0:b1], expand_sources[b0:b1],
+                                 expand_counts[b0:b1], expand_bias[c0:c0 + cp], image, image_at[ih * W:], c1, low1,
+                                 high1)
+        part_taps = np.ascontiguousarray(taps[:, :, c0:c0 + cp]).reshape(-1)
+        mid = np.empty(OH * OW * cp, taps.dtype)
+        for oh in range(OH):
+            top = oh * sh - ph
+            r0 = (top if 0 <= top < H else H) * width * cp
+            r1 = (top + 1 if 0 <= top + 1 < H else H) * width * cp
+            r2 = (top + 2 if 0 <= top + 2 < H else H) * width * cp
+            depthwise3x3_row(image, r0, r1, r2, part_taps, taps_bias[c0:c0 + cp], mid[oh * OW * cp:], OW, sw, cp,
+                             c2, low2, high2)
+        mid_at = np.arange(OH * OW) * CO
+        pointwise_pixels(mid, 0, cp, OH * OW, part_project[part], part_sources[part], part_counts[part],
+                         part_bias[part], partial[part, n], mid_at, False, 0.0, 0.0)
+    for job in prange(N * OH):
+        n = job // OH
+        oh = job % OH
+        row_out = partial[0, n, oh * OW * CO:(oh + 1) * OW * CO].copy()
+        for part in range(1, S):
+            row_out += partial[part, n, oh * OW * CO:(oh + 1) * OW * CO]
+        store_rows(row_out, 1, OW, CO, n, oh, out, on, oh_, ow_, residual, beside, bn_, bh, bw, interleave,
+                   beside_channels, c_out, c3, low3, high3)
 
 
 @njit(parallel=True, cache=True)
