@@ -5,8 +5,11 @@ depthwise, 1x1 projection, optional skip connection) and ShuffleNet v2's branch:
 numbaconv/kernels/cpu/fused_blocks.py.  The first stage may also be a dense KxK convolution with stride
 and padding (a network's stem followed by MobileNet's first depthwise-separable block): the kernel's
 first stage reads each input channel through a list of offsets, so a KxK window over a padded input is
-the same pointwise reduction over KH * KW * C_in offsets.  ``Network`` uses it where a graph holds such a
-chain; it can also be called directly, on channels-last input.
+the same pointwise reduction over KH * KW * C_in offsets.  Maps too short to give every thread a band of
+MIN_BAND_ROWS rows (7x7 at batch 1) run on a second kernel that splits the expanded channels instead:
+each thread expands, filters and projects its part over the whole image, and a last pass adds the parts'
+projections (``kernel_for`` says which runs).  ``Network`` uses it where a graph holds such a chain; it
+can also be called directly, on channels-last input.
 """
 from __future__ import annotations
 
