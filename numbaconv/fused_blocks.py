@@ -104,8 +104,13 @@ class PreparedPointwiseDepthwisePointwise:
         # A dense KxK first stage is packed as a 1x1 over its window's inputs; each call turns their flat
         # indices into offsets from an output pixel's window corner (_window_input).
         self.window = not _pointwise(specs[0])
-        self.packed = packing.pack_pw_dw_pw(weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
-                                            2 * lanes, specs[0].groups, specs[2].groups, shuffle_groups)
+        expand, project = specs[0], specs[2]
+        expand_inputs = (expand.in_channels // expand.groups) * expand.kernel_size[0] * expand.kernel_size[1]
+        self.packed = packing.pack_pw_dw_pw(
+            weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
+            packing.cheapest_block(expand.out_channels, expand.groups, expand_inputs, lanes), expand.groups,
+            project.groups, shuffle_groups,
+            packing.cheapest_block(project.out_channels, project.groups, project.in_channels // project.groups, lanes))
         self._offsets: dict = {}  # (row, pixel stride) -> the first stage's input offsets
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
         self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel
@@ -399,7 +404,9 @@ class PreparedConvMaxPool:
         self.spec, self.dtype = spec, weight.dtype
         self.pool = (tuple(kernel), tuple(stride), tuple(map(tuple, pads)), ceil_mode)
         lanes = VECTOR_BYTES // self.dtype.itemsize
-        self.packed = packing.pack_window_blocks(weight, bias, 2 * lanes)
+        inputs = spec.in_channels * spec.kernel_size[0] * spec.kernel_size[1]
+        self.packed = packing.pack_window_blocks(weight, bias, packing.cheapest_block(spec.out_channels, 1, inputs,
+                                                                                      lanes))
         self.clamp = _clamp_row(activation)
         self._offsets: dict = {}
         self._plans: dict = {}

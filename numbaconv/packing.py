@@ -175,15 +175,34 @@ def pack_window_blocks(weight: np.ndarray, bias: np.ndarray | None, block: int) 
             _padded(bias, weight.dtype, padded))
 
 
+def cheapest_block(channels: int, groups: int, per_group_in: int, lanes: int) -> int:
+    """The output block (2 or 3 vectors of ``lanes``) for the fused kernels' pointwise stages that computes
+    the fewest multiply-adds for ``channels`` outputs in ``groups`` groups of ``per_group_in`` inputs each:
+    padding to whole blocks and blocks straddling groups (which read every group they touch) both cost.
+    A tie takes 3 vectors (its 4x3 register block was as fast or faster per multiply-add here)."""
+    per_group_out = channels // groups
+
+    def work(block: int) -> int:
+        total = 0
+        for start in range(0, channels, block):
+            spanned = (min(channels, start + block) - 1) // per_group_out - start // per_group_out + 1
+            total += spanned * per_group_in * block
+        return total
+
+    return min((3 * lanes, 2 * lanes), key=work)
+
+
 def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.ndarray, taps_bias: np.ndarray | None,
                   project: np.ndarray, project_bias: np.ndarray | None, block: int, expand_groups: int = 1,
-                  project_groups: int = 1, shuffle_groups: int = 0) -> tuple[np.ndarray, ...]:
+                  project_groups: int = 1, shuffle_groups: int = 0,
+                  project_block: int | None = None) -> tuple[np.ndarray, ...]:
     """The weights of a pointwise -> (shuffle) -> depthwise -> pointwise chain for kernels/cpu/fused_blocks.py.
 
     expand (C_mid, C_in/G1, 1, 1) or a dense (C_mid, C_in, KH, KW) (flatten_window: its sources are then flat
     window indices), taps (C_mid, 1, KH, KW), project (C_out, C_mid/G2, 1, 1), biases (C,) or None;
     ``shuffle_groups`` shuffles the expansion's output before the depthwise stage (ShuffleNet).
-    Returns, with M and P the channel counts rounded up to whole blocks of ``block``:
+    Returns, with M and P the channel counts rounded up to whole blocks of ``block`` (the expansion's) and
+    ``project_block`` (the projection's; default ``block``):
     expand (M / block, KE, block) weights, its sources (M / block, KE) (input channel of each row) and
     counts (M / block,), expand bias (M,); taps (KH, KW, M) and taps bias (M,); project (P / block, KP,
     block), sources (ring channels), counts, bias (P,).  The ring between the stages holds the expansion's
@@ -195,7 +214,8 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
         expand = flatten_window(expand)
     c_mid, expand_per_group = expand.shape[:2]
     c_out, project_per_group = project.shape[:2]
-    mid, out = -(-c_mid // block) * block, -(-c_out // block) * block
+    project_block = project_block or block
+    mid, out = -(-c_mid // block) * block, -(-c_out // project_block) * project_block
     dtype = expand.dtype
     # The depthwise and projection see channel position[j] where the ring holds expansion output j.
     if shuffle_groups:
@@ -209,7 +229,7 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
     e_packed, e_sources, e_counts = _by_blocks(expand, c_mid, mid, expand_groups, expand_per_group, lambda i: i,
                                                block)
     p_packed, p_sources, p_counts = _by_blocks(project, c_out, out, project_groups, project_per_group,
-                                               lambda i: ring_of[i], block)
+                                               lambda i: ring_of[i], project_block)
     ring_taps = taps[position, 0].transpose(1, 2, 0)
     ring_taps_bias = None if taps_bias is None else np.asarray(taps_bias)[position]
     return (e_packed, e_sources, e_counts, _padded(expand_bias, dtype, mid),

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import numbaconv as nc
-from numbaconv.kernels.cpu.simd import VECTOR_BYTES
 from numbaconv.fused_blocks import (MIN_BAND_ROWS, PreparedConvMaxPool, PreparedPointwiseDepthwisePointwise,
                                    chain_fits)
 
@@ -42,6 +41,7 @@ def _chain_reference(x_nchw, weights, biases, stride, activations, residual=None
     (2, 12, 40, 12, (6, 3), 2, ("relu6", None, "relu6"), 3),     # stride larger than the map's width allows
     (1, 16, 40, 12, (6, 5), 1, ("relu6", "relu6", None), 2),     # a short map: parts of the expanded channels
     (1, 9, 72, 11, (7, 7), 1, ("relu", None, None), 3),         # 7x7 at batch 1, three parts
+    (1, 8, 48, 24, (1, 5), 2, ("relu6", "relu6", None), 2),     # 3-vector blocks on a 3-pixel run
 ])
 def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activations, threads, dtype, rng):
     specs = (nc.ConvSpec(2, c_in, c_mid, 1, bias=True),
@@ -53,9 +53,11 @@ def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activation
     x = (rng.standard_normal((n, c_in, *size)) + 0.1).astype(dtype)
     shape = (n, *size, c_in)
     # parts where the map gives no thread a band and the expansion has two channel blocks or more
-    block = 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
     short = n * (chain.output_shape(shape)[1] // MIN_BAND_ROWS) < threads
-    assert chain.kernel_for(shape, threads) == ("parts" if short and n < threads and c_mid > block else "bands")
+    expansion_blocks = chain.packed[0].shape[0]
+    if c_out == 24:  # no padding: 3-vector blocks (pointwise_pixels3), as MobileNetV2's 24-channel projections
+        assert chain.packed[6].shape[0] * chain.packed[6].shape[2] == 24
+    assert chain.kernel_for(shape, threads) == ("parts" if short and n < threads and expansion_blocks > 1 else "bands")
     expected, scale = _chain_reference(x, weights, biases, stride, activations)
     reduction = c_in + 9 + c_mid
     y = chain(np.ascontiguousarray(np.moveaxis(x, 1, -1)), threads=threads)
@@ -202,7 +204,7 @@ def test_chain_stores_a_concat(kept_channels, result_first, n, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n,c_in,c_mid,c_out,k,stride,padding,dilation,size,dw_stride,threads", [
     (1, 3, 32, 16, 3, 2, 1, 1, (29, 33), 1, 2),    # MobileNet's stem and first separable block
-    (2, 3, 24, 13, 3, 2, 1, 1, (18, 15), 2, 3),    # even sizes, ragged output channels, 3 bands
+    (2, 3, 40, 13, 3, 2, 1, 1, (18, 15), 2, 3),    # even sizes, ragged output channels, parts
     (1, 5, 16, 7, 5, 1, 4, 2, (13, 9), 1, 2),      # 5x5, dilation 2
     (3, 2, 8, 4, 2, 3, 0, 1, (20, 11), 1, 1),      # stride larger than the kernel, no padding
     (1, 1, 8, 1, 3, 1, (0, 2), 1, (7, 6), 1, 2),   # one channel in and out, padding on one side
@@ -225,8 +227,7 @@ def test_chain_with_a_windowed_first_stage(n, c_in, c_mid, c_out, k, stride, pad
     reduction = c_in * k * k + 9 + c_mid
     x_last = np.moveaxis(x, 1, -1)
     assert chain.output_shape(x_last.shape) == (n, *y.shape[2:], c_out)
-    block = 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
-    short = n * (y.shape[2] // MIN_BAND_ROWS) < threads and n < threads and c_mid > block
+    short = n * (y.shape[2] // MIN_BAND_ROWS) < threads and n < threads and chain.packed[0].shape[0] > 1
     assert chain.kernel_for(x_last.shape, threads) == ("parts" if short else "bands")
     # a channels-last view of the NCHW array (not contiguous): copied, padded, read through offsets
     assert_close(y, np.moveaxis(chain(x_last, threads=threads), -1, 1), 4 * scale, reduction)
