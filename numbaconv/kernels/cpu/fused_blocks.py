@@ -123,7 +123,8 @@ def pointwise_pixels(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at,
             p0 += PIXELS
         if pixels < PIXELS:
             for p in range(pixels):
-                pointwise_block1(src, s0 + p * sp, K, ws, w0, BLOCK, taken, bias, cb, dst, dst_at[p] + cb, clamp, low, high)
+                pointwise_block1(src, s0 + p * sp, K, ws, w0, BLOCK, taken, bias, cb, dst, dst_at[p] + cb, clamp, low,
+                                 high)
 
 
 @njit(cache=True)
@@ -355,11 +356,11 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
                         count += 1
                 if uniform:
                     pointwise(x, n * xn + lo * xh, xw, count, expand, expand_sources, expand_counts,
-                                     expand_bias, ring, ring_at, c1, low1, high1)
+                              expand_bias, ring, ring_at, c1, low1, high1)
                 else:
                     for r in range(hi - lo):
                         pointwise(x, n * xn + (lo + r) * xh, xw, W, expand, expand_sources, expand_counts,
-                                         expand_bias, ring, ring_at[r * W:], c1, low1, high1)
+                                  expand_bias, ring, ring_at[r * W:], c1, low1, high1)
             for r in range(rows):
                 for kh in range(KH):  # where each window row starts in the ring (the zero row outside the image)
                     ih = (oh0 + r) * sh - ph + kh
@@ -367,7 +368,7 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
                 depthwise3x3_row(ring, window[0], window[1], window[2], tap_flat, taps_bias, mid[r * OW * C:], OW, sw,
                                  C, c2, low2, high2)
             pointwise(mid, 0, C, rows * OW, project, project_sources, project_counts, project_bias, row_out,
-                             mid_at, False, 0.0, 0.0)
+                      mid_at, False, 0.0, 0.0)
             store_rows(row_out, rows, OW, CO, n, oh0, out, on, oh_, ow_, residual, beside, bn_, bh, bw, interleave,
                        beside_channels, c_out, c3, low3, high3)
 
@@ -417,12 +418,12 @@ def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, exp
                 image_at[ih * W + w] = (ih * width + pw + w) * cp
         if uniform:
             pointwise(x, n * xn, xw, H * W, expand[b0:b1], expand_sources[b0:b1], expand_counts[b0:b1],
-                             expand_bias[c0:c0 + cp], image, image_at, c1, low1, high1)
+                      expand_bias[c0:c0 + cp], image, image_at, c1, low1, high1)
         else:
             for ih in range(H):
                 pointwise(x, n * xn + ih * xh, xw, W, expand[b0:b1], expand_sources[b0:b1],
-                                 expand_counts[b0:b1], expand_bias[c0:c0 + cp], image, image_at[ih * W:], c1, low1,
-                                 high1)
+                          expand_counts[b0:b1], expand_bias[c0:c0 + cp], image, image_at[ih * W:], c1, low1,
+                          high1)
         part_taps = np.ascontiguousarray(taps[:, :, c0:c0 + cp]).reshape(-1)
         mid = np.empty(OH * OW * cp, taps.dtype)
         for oh in range(OH):
@@ -434,7 +435,7 @@ def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, exp
                              c2, low2, high2)
         mid_at = np.arange(OH * OW) * CO
         pointwise(mid, 0, cp, OH * OW, part_project[part], part_sources[part], part_counts[part],
-                         part_bias[part], partial[part, n], mid_at, False, 0.0, 0.0)
+                  part_bias[part], partial[part, n], mid_at, False, 0.0, 0.0)
     for job in prange(N * OH):
         n = job // OH
         oh = job % OH
@@ -486,7 +487,7 @@ def conv_maxpool_rows(x, x_strides, weights, sources, counts, bias, out, sizes, 
                         for w in range(W):
                             ring_at[w] = (slot * width + PW + w) * C
                         pointwise(x, n * xn + ih * xh, xw, W, weights, sources, counts, bias, ring, ring_at,
-                                         clamp, low, high)
+                                  clamp, low, high)
                 window[kh] = slot * width * C
             row = ((n * OH + oh) * OW) * c_out
             for ow in range(OW):
