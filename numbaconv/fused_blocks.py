@@ -106,11 +106,12 @@ class PreparedPointwiseDepthwisePointwise:
         self.window = not _pointwise(specs[0])
         expand, project = specs[0], specs[2]
         expand_inputs = (expand.in_channels // expand.groups) * expand.kernel_size[0] * expand.kernel_size[1]
+        expand_block, group_slots = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes)
         self.packed = packing.pack_pw_dw_pw(
-            weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
-            packing.cheapest_block(expand.out_channels, expand.groups, expand_inputs, lanes), expand.groups,
+            weights[0], biases[0], weights[1], biases[1], weights[2], biases[2], expand_block, expand.groups,
             project.groups, shuffle_groups,
-            packing.cheapest_block(project.out_channels, project.groups, project.in_channels // project.groups, lanes))
+            packing.cheapest_block(project.out_channels, project.groups, project.in_channels // project.groups, lanes),
+            group_slots)
         self._offsets: dict = {}  # (row, pixel stride) -> the first stage's input offsets
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
         self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel

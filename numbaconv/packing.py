@@ -175,34 +175,51 @@ def pack_window_blocks(weight: np.ndarray, bias: np.ndarray | None, block: int) 
             _padded(bias, weight.dtype, padded))
 
 
+def _block_work(channels: int, groups: int, per_group_in: int, block: int) -> int:
+    """Multiply-adds per pixel of a grouped 1x1 packed by output blocks of ``block`` (_by_blocks): each block
+    reads every group it touches, and the last block is padded."""
+    per_group_out = channels // groups
+    return sum(((min(channels, start + block) - 1) // per_group_out - start // per_group_out + 1) * per_group_in
+               * block for start in range(0, channels, block))
+
+
 def cheapest_block(channels: int, groups: int, per_group_in: int, lanes: int) -> int:
     """The output block (2 or 3 vectors of ``lanes``) for the fused kernels' pointwise stages that computes
     the fewest multiply-adds for ``channels`` outputs in ``groups`` groups of ``per_group_in`` inputs each:
     padding to whole blocks and blocks straddling groups (which read every group they touch) both cost.
     A tie takes 3 vectors (its 4x3 register block was as fast or faster per multiply-add here)."""
+    return min((3 * lanes, 2 * lanes), key=lambda block: _block_work(channels, groups, per_group_in, block))
+
+
+def expansion_layout(channels: int, groups: int, per_group_in: int, lanes: int) -> tuple[int, int]:
+    """(block, ring channels per group, 0 for none) for a chain's expansion: as cheapest_block, but a grouped
+    expansion may also give each group a whole number of blocks in the ring (zero channels after each
+    group's outputs), so that no block straddles two groups.  ShuffleNet v1 g=3: groups of 20 outputs in
+    blocks of 24 compute 72 channels from 80 inputs each, where blocks of 16 straddling the groups
+    computed 64 channels from 80 or 160."""
     per_group_out = channels // groups
-
-    def work(block: int) -> int:
-        total = 0
-        for start in range(0, channels, block):
-            spanned = (min(channels, start + block) - 1) // per_group_out - start // per_group_out + 1
-            total += spanned * per_group_in * block
-        return total
-
-    return min((3 * lanes, 2 * lanes), key=work)
+    options = []
+    for block in (3 * lanes, 2 * lanes):
+        options.append((_block_work(channels, groups, per_group_in, block), -(-channels // block) * block, block, 0))
+        if groups > 1 and per_group_out % block:
+            slots = -(-per_group_out // block) * block
+            options.append((groups * slots * per_group_in, groups * slots, block, slots))
+    _, _, block, slots = min(options, key=lambda option: option[:2])
+    return block, slots
 
 
 def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.ndarray, taps_bias: np.ndarray | None,
                   project: np.ndarray, project_bias: np.ndarray | None, block: int, expand_groups: int = 1,
                   project_groups: int = 1, shuffle_groups: int = 0,
-                  project_block: int | None = None) -> tuple[np.ndarray, ...]:
+                  project_block: int | None = None, group_slots: int = 0) -> tuple[np.ndarray, ...]:
     """The weights of a pointwise -> (shuffle) -> depthwise -> pointwise chain for kernels/cpu/fused_blocks.py.
 
     expand (C_mid, C_in/G1, 1, 1) or a dense (C_mid, C_in, KH, KW) (flatten_window: its sources are then flat
     window indices), taps (C_mid, 1, KH, KW), project (C_out, C_mid/G2, 1, 1), biases (C,) or None;
     ``shuffle_groups`` shuffles the expansion's output before the depthwise stage (ShuffleNet).
     Returns, with M and P the channel counts rounded up to whole blocks of ``block`` (the expansion's) and
-    ``project_block`` (the projection's; default ``block``):
+    ``project_block`` (the projection's; default ``block``), and with ``group_slots`` each expansion group's
+    outputs followed by zero channels up to that many ring channels (expansion_layout):
     expand (M / block, KE, block) weights, its sources (M / block, KE) (input channel of each row) and
     counts (M / block,), expand bias (M,); taps (KH, KW, M) and taps bias (M,); project (P / block, KP,
     block), sources (ring channels), counts, bias (P,).  The ring between the stages holds the expansion's
@@ -215,23 +232,38 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
     c_mid, expand_per_group = expand.shape[:2]
     c_out, project_per_group = project.shape[:2]
     project_block = project_block or block
-    mid, out = -(-c_mid // block) * block, -(-c_out // project_block) * project_block
     dtype = expand.dtype
-    # The depthwise and projection see channel position[j] where the ring holds expansion output j.
+    per_group_out = c_mid // expand_groups
+    slots = group_slots or per_group_out  # ring channels per expansion group
+    ring_channels = expand_groups * slots
+    mid, out = -(-ring_channels // block) * block, -(-c_out // project_block) * project_block
+    # Expansion output j lands in ring channel ring_index[j]; the depthwise and projection see it as channel
+    # position[j] (after the shuffle).
+    ring_index = (np.arange(c_mid) // per_group_out) * slots + np.arange(c_mid) % per_group_out
     if shuffle_groups:
         per = c_mid // shuffle_groups
         position = (np.arange(c_mid) % per) * shuffle_groups + np.arange(c_mid) // per
     else:
         position = np.arange(c_mid)
     ring_of = np.empty(c_mid, np.int64)
-    ring_of[position] = np.arange(c_mid)
+    ring_of[position] = ring_index
+    if slots != per_group_out:  # zero rows (and bias) for each group's empty slots
+        spread = np.zeros((ring_channels, *expand.shape[1:]), dtype)
+        spread[ring_index] = expand
+        expand = spread
+        if expand_bias is not None:
+            spread_bias = np.zeros(ring_channels, dtype)
+            spread_bias[ring_index] = expand_bias
+            expand_bias = spread_bias
 
-    e_packed, e_sources, e_counts = _by_blocks(expand, c_mid, mid, expand_groups, expand_per_group, lambda i: i,
-                                               block)
+    e_packed, e_sources, e_counts = _by_blocks(expand, ring_channels, mid, expand_groups, expand_per_group,
+                                               lambda i: i, block)
     p_packed, p_sources, p_counts = _by_blocks(project, c_out, out, project_groups, project_per_group,
                                                lambda i: ring_of[i], project_block)
-    ring_taps = taps[position, 0].transpose(1, 2, 0)
-    ring_taps_bias = None if taps_bias is None else np.asarray(taps_bias)[position]
-    return (e_packed, e_sources, e_counts, _padded(expand_bias, dtype, mid),
-            _padded(ring_taps, dtype, *taps.shape[2:], mid), _padded(ring_taps_bias, dtype, mid), p_packed, p_sources,
-            p_counts, _padded(project_bias, dtype, out))
+    ring_taps = np.zeros((*taps.shape[2:], mid), dtype)
+    ring_taps[:, :, ring_index] = taps[position, 0].transpose(1, 2, 0)
+    ring_taps_bias = np.zeros(mid, dtype)
+    if taps_bias is not None:
+        ring_taps_bias[ring_index] = np.asarray(taps_bias)[position]
+    return (e_packed, e_sources, e_counts, _padded(expand_bias, dtype, mid), ring_taps, ring_taps_bias, p_packed,
+            p_sources, p_counts, _padded(project_bias, dtype, out))

@@ -289,3 +289,15 @@ def test_conv_maxpool_refuses_what_it_cannot_compute(rng):
     wide = PreparedConvMaxPool(spec, w, None, None, ((5, 5), (1, 1), ((0, 0), (0, 0)), False))
     with pytest.raises(nc.ConvSpecError, match="larger than the padded convolution output"):
         wide(np.ones((1, 3, 8, 4), np.float32))
+
+
+def test_block_shapes_compute_the_fewest_multiply_adds():
+    """packing's choice of pointwise block (2 or 3 vectors of 8 lanes here) and of group slots in the ring."""
+    from numbaconv.packing import cheapest_block, expansion_layout
+    assert cheapest_block(24, 1, 144, 8) == 24     # MobileNetV2's projection: 24 channels, no padding
+    assert cheapest_block(64, 1, 16, 8) == 16      # 64 = 4 x 16; 3 x 24 would pad 8
+    assert cheapest_block(96, 1, 16, 8) == 24      # a tie takes 3 vectors
+    assert cheapest_block(60, 3, 80, 8) == 16      # blocks of 24 would straddle more groups of 20
+    assert expansion_layout(60, 3, 80, 8) == (24, 24)   # ShuffleNet v1: each group of 20 in its own 24 slots
+    assert expansion_layout(120, 3, 160, 8) == (16, 0)  # groups of 40: 128 channels straddling once are cheaper
+    assert expansion_layout(240, 3, 320, 8) == (16, 0)  # groups of 80: whole blocks of 16 already
