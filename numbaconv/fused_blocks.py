@@ -123,8 +123,10 @@ class PreparedPointwiseDepthwisePointwise:
         return self._plan(tuple(shape), get_num_threads())[0][:3] + (self.specs[2].out_channels,)
 
     def worthwhile(self, shape: tuple[int, ...], threads: int | None = None) -> bool:
-        """Whether input of ``shape`` (N, H, W, C_in) gives every thread a band of at least MIN_BAND_ROWS
-        output rows: on smaller maps the recomputed rows and idle threads cost more than fusing saves."""
+        """Whether the chain runs fused for input of ``shape`` (N, H, W, C_in): every thread gets a band of at
+        least MIN_BAND_ROWS output rows, or (fewer images than threads) a part of the expanded channels
+        (kernel_for).  Otherwise (several images on maps too short for bands, or an expansion of one block)
+        recomputed rows and idle threads cost more than fusing saves, and a network runs it layer by layer."""
         return self._plan(tuple(shape), threads or get_num_threads())[1]
 
     def kernel_for(self, shape: tuple[int, ...], threads: int | None = None) -> str:

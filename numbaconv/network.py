@@ -23,6 +23,7 @@ from .graph import Graph, Node
 from .spec import ConvSpecError
 
 ACTIVATION_OPS = ("relu", "relu6", "hardswish", "clip")
+_SHAPES_KEPT = 64  # input shapes whose runners or plans each step keeps
 
 
 def random_params(graph: Graph, seed: int = 0, dtype: Any = np.float32) -> dict[str, dict[str, np.ndarray]]:
@@ -305,12 +306,10 @@ class Network:
         joined = (mode or "interleave") if result_first is not None else None
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
-            key = (x.shape, None if other is None else other.shape)
-            fused = runners.get(key)
-            if fused is None:
-                fused = runners[key] = chain.worthwhile((*x.shape[:3], c_in)) and chain.runner(
+            fused = _memoized(runners, (x.shape, None if other is None else other.shape), lambda: (
+                chain.worthwhile((*x.shape[:3], c_in)) and chain.runner(
                     x.shape, self._threads, residual, joined and (joined, other.shape, result_first), x_start,
-                    other_start)
+                    other_start)))
             if fused:
                 return fused(x, other)
             x = x[..., x_start:x_start + c_in] if x.shape[-1] != c_in else x
@@ -379,16 +378,15 @@ class Network:
         runners = self._runner_cache()
 
         def run(x: np.ndarray, *summand: np.ndarray) -> np.ndarray:
-            runner = runners.get(x.shape)
-            if runner is None:
-                runner = runners[x.shape] = prepared.runner(x.shape, "channels_last", residual, self._threads)
-            y = runner(x, *summand)
+            y = _memoized(runners, x.shape, lambda: prepared.runner(x.shape, "channels_last", residual,
+                                                                     self._threads))(x, *summand)
             return apply_activation(y, after, attrs) if after else y
 
         return run
 
     def _runner_cache(self) -> dict:
-        """A step's dict of runners by input shape, emptied when the thread count changes (__call__)."""
+        """A step's dict of runners by input shape (_memoized), emptied when the thread count changes
+        (__call__)."""
         cache: dict = {}
         self._runner_caches.append(cache)
         return cache
@@ -431,9 +429,8 @@ class Network:
             def run_linear(x: np.ndarray) -> np.ndarray:
                 # The batch as one signal of N positions: its rows of pixels then fill whole 6-pixel blocks,
                 # where N one-pixel images ran latency-bound one pixel at a time (4x slower at batch 16).
-                runner = runners.get(x.shape)
-                if runner is None:
-                    runner = runners[x.shape] = prepared.runner((1, *x.shape), "channels_last", False, self._threads)
+                runner = _memoized(runners, x.shape, lambda: prepared.runner((1, *x.shape), "channels_last", False,
+                                                                             self._threads))
                 return runner(x[None])[0]
             return run_linear
         raise ConvSpecError(f"no executor for op {op!r} (node {node.name!r})")
@@ -473,6 +470,17 @@ class Network:
         from .cost import build_model
         graph = build_model(name, **options)
         return cls(graph, params if params is not None else random_params(graph, seed, dtype), dtype)
+
+
+def _memoized(cache: dict, key: Any, make: Callable[[], Any]) -> Any:
+    """cache[key], made by make() the first time (a step's runner or plan for one input shape); a cache
+    holding _SHAPES_KEPT keys is emptied first, so a caller cycling through shapes cannot grow it."""
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= _SHAPES_KEPT:
+            cache.clear()
+        found = cache[key] = make()
+    return found
 
 
 def _clamp_bounds(act: Node | None):
@@ -536,12 +544,7 @@ def _pool_step(op: str, a: dict, dtype: np.dtype):
                 (shape[0], *sizes, shape[-1]), arguments)
 
     def run(x: np.ndarray) -> np.ndarray:
-        found = plans.get(x.shape)
-        if found is None:
-            if len(plans) >= 64:
-                plans.clear()
-            found = plans[x.shape] = plan(x.shape)
-        in5, out5, result, arguments = found
+        in5, out5, result, arguments = _memoized(plans, x.shape, lambda: plan(x.shape))
         out = np.empty(out5, x.dtype)
         pool_channels_last(np.ascontiguousarray(x).reshape(in5), out, *arguments)
         return out.reshape(result)

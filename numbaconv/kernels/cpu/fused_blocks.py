@@ -131,7 +131,9 @@ def pointwise_pixels(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at,
 def pointwise_pixels3(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at, clamp, low, high):
     """pointwise_pixels with blocks of 3 vectors of output channels and 4 pixels (12 accumulators, 3 weight
     vectors and a broadcast: AVX2's 16 registers): 24-channel outputs (MobileNetV2's projections, the
-    3->24 stems) then need no padding, where 2-vector blocks computed 32 (1.4-1.5x faster on those)."""
+    3->24 stems) then need no padding, where 2-vector blocks computed 32 (1.4-1.5x faster on those).
+    A function of its own, block loop included: both register blocks in one function, behind a branch on
+    the block width, ran this one 2.3-2.6x slower (its accumulators spilled)."""
     B, KMAX, BLOCK = w.shape
     lanes = vlanes(w)
     ws = w.reshape(-1)
