@@ -7,6 +7,7 @@ NumPy (float32 or float64); weights are always in PyTorch order (C_out, C_in/gro
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -94,6 +95,9 @@ ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
 _CLAMPING_KERNELS = ("simd", "small_groups", "subpixel", "depthwise")  # families whose epilogue applies a relu/relu6 clamp
 _NO_CLAMP = (False, 0.0, 0.0)
+# PreparedConv attributes that __getattr__ packs on first use, and the method that packs them.
+_PACKED_ON_FIRST_USE = {"packed": "_pack_simd", "bias": "_pack_simd", "rows_packed": "_pack_rows",
+                        "rows_bias": "_pack_rows", "rows_channel": "_pack_rows"}
 _EMPTY = {np.float32: np.zeros(0, np.float32), np.float64: np.zeros(0, np.float64)}  # "no residual" for the kernels
 
 
@@ -142,27 +146,25 @@ class PreparedConv:
             raise ConvSpecError(f"shuffle groups={shuffle_groups} does not divide out_channels={spec.out_channels}")
         self.spec = spec
         self.dtype = weight.dtype
-        lanes = VECTOR_BYTES // weight.dtype.itemsize
-        self.kernel, self.reason = dispatch.choose_kernel(spec, kernel, lanes)
         self.shuffle_groups = shuffle_groups
+        # Everything decided by the spec alone, and the per-shape plans, are shared by every PreparedConv of
+        # the same spec: a one-off public call then costs its packing, not this arithmetic again.
+        self.__dict__.update(_spec_layout(spec, shuffle_groups, kernel, weight.dtype))
         bias = np.ascontiguousarray(bias) if bias is not None else None
-        padded_channels = spec.out_channels
-        channel_position = np.arange(spec.out_channels, dtype=np.int64)
-        # 1x1, stride 1: with no padding, each image's pixels are one flat GEMM dimension (see _run_simd).
-        self.rows_kernel = None
-        self.pointwise = math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed
-        self.block_pixels = 1
-        if self.kernel == "simd":
-            pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
-            self.simd_kernel = getattr(simd_direct, f"conv_simd_p{pixels}v{vectors}")
-            self.block_pixels = pixels
-            self.packed, self.bias = packing.pack_simd(spec, weight, bias, vectors * lanes)
-            per_group = packing.simd_block_channels(spec, vectors * lanes)
-            padded_channels = per_group * spec.groups
-            channel_position = packing.padded_channel_index(spec, per_group)
+        self.host_weight = np.ascontiguousarray(weight)
+        self.host_bias = bias
+        if self.kernel == "simd" and self.rows_kernel is not None:
+            # Both packings are made on first use (__getattr__): a channels-first call needs only the rows
+            # kernel's, a channels-last one only the SIMD kernel's.  They are packed from a copy of our own,
+            # so a caller changing its weight array afterwards changes neither.
+            self.host_weight = weight.copy()
+            self.host_bias = None if bias is None else bias.copy()
+        elif self.kernel == "simd":
+            self._pack_simd()
         elif self.kernel == "subpixel":
             self.subpixel_phases = []  # (phase, SIMD kernel, packed weight, padded bias) per non-empty phase
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
+            lanes = VECTOR_BYTES // weight.dtype.itemsize
             for phase in subpixel.phases(spec, tuple(p[0] for p in spec.padding)):
                 if phase.empty:
                     self.subpixel_phases.append((phase, None, None, None))
@@ -181,37 +183,25 @@ class PreparedConv:
             self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
                            else packing.pack_grouped(spec, weight))
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
-        if kernel is None and not shuffle_groups and dispatch.rows_kernel_fits(spec, self.kernel):
-            channels, vectors = dispatch.rows_block(VECTOR_REGISTERS)
-            self.rows_kernel = getattr(simd_rows, f"conv_rows_r{channels}v{vectors}")
-            self.rows_width = vectors * lanes  # output pixels per block: narrower outputs take the other kernel
-            self.rows_packed, self.rows_bias = packing.pack_rows(spec, weight, bias, channels)
-        # The channels-last 3x3 kernel unrolls its taps and needs at least one vector of channels.
-        self.depthwise3x3 = (self.kernel == "depthwise" and spec.ndim == 2 and spec.kernel_size == (3, 3)
-                             and spec.out_channels == spec.in_channels and spec.in_channels >= lanes)
-        # Depthwise is memory-bound: on channels-first 1D/2D input with zero padding it runs in place,
-        # since a layout round trip would cost more than the convolution.
-        self.channels_first_depthwise = (self.kernel == "depthwise" and spec.ndim <= 2 and spec.padding_mode == "zeros"
-                                         and not shuffle_groups)
+        if self.rows_kernel is not None and self.kernel != "simd":
+            self._pack_rows()
         if self.channels_first_depthwise:
             self.planar_weight = np.ascontiguousarray(weight[:, 0].reshape(spec.out_channels, *_pad2(spec.kernel_size)))
-        # Final channel j is read from the kernel's output channel channel_source[j].
-        order = (cpu_layout.shuffle_sources(spec.out_channels, shuffle_groups) if shuffle_groups
-                 else np.arange(spec.out_channels, dtype=np.int64))
-        self.channel_source = np.ascontiguousarray(channel_position[order])
-        # The kernel's first C_out channels are the result's, in order (no shuffle, padding only after).
-        self.channels_in_order = bool((self.channel_source == np.arange(spec.out_channels)).all())
-        # For the GPU kernels, which scatter: where each output channel of the convolution lands.
-        self.channel_dest = np.argsort(order).astype(np.int64)
-        self.host_weight = np.ascontiguousarray(weight)
-        self.host_bias = bias
-        self.kernel_channels = padded_channels
-        self.writes_result_directly = padded_channels == spec.out_channels and not shuffle_groups
-        # A shuffle over the convolution's own groups is a stride pattern the SIMD kernel stores through
-        # (no scratch buffer, no gather pass); other shuffles go through a scratch buffer and a gather.
-        self.shuffle_in_strides = self.kernel == "simd" and shuffle_groups == spec.groups > 1
-        self._bound: dict = {}       # channels-first input shape -> BoundConv
-        self._simd_plans: dict = {}  # (input shape, channels_last) -> _simd_plan's answer
+
+    def _pack_simd(self) -> None:
+        self.packed, self.bias = packing.pack_simd(self.spec, self.host_weight, self.host_bias, self._simd_vector)
+
+    def _pack_rows(self) -> None:
+        self.rows_packed, self.rows_bias, self.rows_channel = packing.pack_rows(
+            self.spec, self.host_weight, self.host_bias, self.rows_channels, self.channel_dest)
+
+    def __getattr__(self, name: str) -> Any:
+        """The packed weights deferred by __init__, packed on first use."""
+        pack = _PACKED_ON_FIRST_USE.get(name)
+        if pack is None or "host_weight" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        getattr(self, pack)()
+        return self.__dict__[name]
 
     def __repr__(self) -> str:
         return f"PreparedConv({self.spec}, kernel={self.kernel!r}, dtype={self.dtype})"
@@ -344,11 +334,18 @@ class PreparedConv:
     def _residual_in_kernel(self, last: bool, bound) -> bool:
         """Whether the kernel that runs for this input adds a residual in its epilogue (it stores the result
         directly; a scratch buffer or another kernel family sums in a pass afterwards)."""
-        if self.kernel == "subpixel":
+        if self.kernel == "subpixel" or self._takes_rows(last, bound):
             return True
-        if self.kernel != "simd" or (self.shuffle_groups and not self.shuffle_in_strides):
+        return self.kernel == "simd" and not (self.shuffle_groups and not self.shuffle_in_strides)
+
+    def _takes_rows(self, last: bool, bound) -> bool:
+        """Whether channels-first input of this shape runs on the pixel-vectorized kernel: its rows (a
+        pointwise layer's whole image) must be at least one block wide."""
+        if self.rows_kernel is None or last:
             return False
-        return not (self.rows_kernel is not None and not last and bound.out_spatial[-1] >= self.rows_width)
+        if self.rows_flat:
+            return math.prod(bound.out_spatial) >= dispatch.ROWS_FLAT_MIN_BLOCKS * self.rows_width
+        return bound.out_spatial[-1] >= self.rows_width
 
     def _wide_rows(self, last: bool, bound, residual: bool = False) -> int:
         """The padded input width when a stride-1 SIMD convolution runs over each image's output rows as one
@@ -390,8 +387,8 @@ class PreparedConv:
                 result.shape[:2] + (1,) * (4 - result.ndim) + result.shape[2:]), *_pad2(spec.stride, 1),
                 *_pad2(bound.pad_before, 0), *_pad2(spec.dilation, 1), *clamp)
             return result
-        if self.rows_kernel is not None and not last and out_spatial[-1] >= self.rows_width:
-            return self._run_rows(x, bound, result, clamp)
+        if self._takes_rows(last, bound):
+            return self._run_rows(x, bound, result, clamp, residual)
         if self.kernel == "simd":
             return self._run_simd(x, last, bound, result, clamp, residual)
         if self.kernel == "subpixel":
@@ -483,20 +480,52 @@ class PreparedConv:
         conv_depthwise3x3(xin.reshape(xin.shape[0], *xin.shape[2:]), self.packed[0], self.bias,
                           y.reshape(y.shape[0], *y.shape[2:]), *s[1:], *skipped[1:], *d[1:], *clamp)
 
-    def _run_rows(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple) -> np.ndarray:
-        """Channels-first input with few channels: the pixel-vectorized kernel reads a padded copy whose
-        rows are split into the stride's column phases and stores straight into the NCHW result."""
+    def _run_rows(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple,
+                  residual: np.ndarray | None) -> np.ndarray:
+        """Channels-first input on the pixel-vectorized kernel, stored straight into the NCHW result (plus
+        ``residual``, the result's shape).  A pointwise layer reads each image's channels as flat rows in
+        place; a spatial kernel reads a padded copy whose rows are split into the stride's column phases."""
         spec = self.spec
-        (_, bh, bw), (_, ah, aw) = _pad3(bound.pad_before, 0), _pad3(bound.pad_after, 0)
-        (_, sh, sw), (_, dh, dw) = _pad3(spec.stride, 1), _pad3(spec.dilation, 1)
-        x4 = _to_5d_channels_first(x)[:, :, 0]
-        rows = cpu_layout.split_column_phases(x4, (bh, ah), (bw, aw), sw, PADDING_MODE_CODES[spec.padding_mode])
-        phase_width = rows.shape[3] // sw
-        taps = np.array([(k * dw) % sw * phase_width + (k * dw) // sw for k in range(spec.kernel_size[-1])],
-                        np.int64)
-        out4 = result.reshape(result.shape[0], result.shape[1], -1, result.shape[-1])
-        self.rows_kernel(rows, self.rows_packed, self.rows_bias, out4, taps, sh, dh, *clamp)
+        n, c_out = result.shape[:2]
+        if self.rows_flat:
+            rows = np.ascontiguousarray(x).reshape(n, spec.in_channels, 1, -1)
+            out4 = result.reshape(n, c_out, 1, -1)
+        else:
+            (_, bh, bw), (_, ah, aw) = _pad3(bound.pad_before, 0), _pad3(bound.pad_after, 0)
+            rows = cpu_layout.split_column_phases(_to_5d_channels_first(x)[:, :, 0], (bh, ah), (bw, aw),
+                                                  _pad3(spec.stride, 1)[2], PADDING_MODE_CODES[spec.padding_mode])
+            out4 = result.reshape(n, c_out, -1, result.shape[-1])
+        offsets, sh, chunk, parts = self._rows_plan(rows.shape, out4.shape)
+        flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
+        self.rows_kernel(rows, self.rows_packed, self.rows_bias, out4, flat_r, self.rows_channel, offsets, sh, chunk,
+                         parts, *clamp)
         return result
+
+    def _rows_plan(self, rows_shape: tuple, out_shape: tuple) -> tuple[np.ndarray, int, int, int]:
+        """(tap offsets, stride along H, pixels per job, parts of the channel blocks) of the pixel-vectorized
+        kernel for its input rows (N, C, PH, S * PWS) and output (N, C_out, OH, OW), worked out once per
+        shape and thread count."""
+        threads = numba.get_num_threads()
+        key = (rows_shape, out_shape, threads)
+        plan = self._rows_plans.get(key)
+        if plan is not None:
+            return plan
+        spec = self.spec
+        _, _, ph, pw = rows_shape
+        (_, sh, sw), (_, dh, dw) = _pad3(spec.stride, 1), _pad3(spec.dilation, 1)
+        kh, kw = (1, 1) if self.rows_flat else _pad2(spec.kernel_size)
+        phase_width = pw // sw
+        columns = np.array([(k * dw) % sw * phase_width + (k * dw) // sw for k in range(kw)], np.int64)
+        channels = np.arange(spec.in_channels // spec.groups, dtype=np.int64)
+        offsets = (channels[:, None, None] * (ph * pw) + np.arange(kh)[None, :, None] * (dh * pw)
+                   + columns[None, None, :]).reshape(-1)
+        blocks = self.rows_packed.shape[0] * self.rows_packed.shape[1]
+        chunk, parts = dispatch.rows_jobs(out_shape[0] * out_shape[2], out_shape[3], spec.in_channels // spec.groups,
+                                          self.dtype.itemsize, self.rows_width, blocks, threads)
+        if len(self._rows_plans) >= _PLANS_KEPT:
+            self._rows_plans.clear()
+        plan = self._rows_plans[key] = (offsets, sh, chunk, parts)
+        return plan
 
     def _simd_plan(self, shape: tuple[int, ...], last: bool, bound, residual: bool = False,
                    threads: int | None = None) -> tuple:
@@ -628,6 +657,60 @@ class PreparedConv:
         out = np.zeros(shape, x.dtype) if padded else np.empty(shape, x.dtype)
         _copy_channels_last(x5, out, before)
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype: np.dtype) -> dict:
+    """The attributes of a PreparedConv that its spec, shuffle, requested kernel and dtype decide (kernel
+    family, block shapes, where each output channel lands), with the per-input-shape plan caches, which
+    depend on nothing else either."""
+    lanes = VECTOR_BYTES // dtype.itemsize
+    family, reason = dispatch.choose_kernel(spec, kernel, lanes)
+    padded_channels = spec.out_channels
+    channel_position = np.arange(spec.out_channels, dtype=np.int64)
+    layout: dict = dict(
+        kernel=family, reason=reason, rows_kernel=None, block_pixels=1,
+        # 1x1, stride 1: with no padding, each image's pixels are one flat GEMM dimension (see _run_simd).
+        pointwise=math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed,
+        # The channels-last 3x3 kernel unrolls its taps and needs at least one vector of channels.
+        depthwise3x3=(family == "depthwise" and spec.ndim == 2 and spec.kernel_size == (3, 3)
+                      and spec.out_channels == spec.in_channels and spec.in_channels >= lanes),
+        # Depthwise is memory-bound: on channels-first 1D/2D input with zero padding it runs in place,
+        # since a layout round trip would cost more than the convolution.
+        channels_first_depthwise=(family == "depthwise" and spec.ndim <= 2 and spec.padding_mode == "zeros"
+                                  and not shuffle_groups),
+        # A shuffle over the convolution's own groups is a stride pattern the SIMD kernel stores through
+        # (no scratch buffer, no gather pass); other shuffles go through a scratch buffer and a gather.
+        shuffle_in_strides=family == "simd" and shuffle_groups == spec.groups > 1,
+        _bound={},       # channels-first input shape -> BoundConv
+        _simd_plans={},  # (input shape, channels_last, residual, threads) -> _simd_plan's answer
+        _rows_plans={},  # (rows shape, output shape, threads) -> _rows_plan's answer
+    )
+    if family == "simd":
+        pixels, vectors = dispatch.simd_block(spec.out_channels // spec.groups, lanes, VECTOR_REGISTERS)
+        per_group = packing.simd_block_channels(spec, vectors * lanes)
+        padded_channels = per_group * spec.groups
+        channel_position = packing.padded_channel_index(spec, per_group)
+        layout.update(simd_kernel=getattr(simd_direct, f"conv_simd_p{pixels}v{vectors}"), block_pixels=pixels,
+                      _simd_vector=vectors * lanes)
+    # Final channel j is read from the kernel's output channel channel_source[j].
+    order = (cpu_layout.shuffle_sources(spec.out_channels, shuffle_groups) if shuffle_groups
+             else np.arange(spec.out_channels, dtype=np.int64))
+    channel_source = np.ascontiguousarray(channel_position[order])
+    layout.update(
+        channel_source=channel_source,
+        # The kernel's first C_out channels are the result's, in order (no shuffle, padding only after).
+        channels_in_order=bool((channel_source == np.arange(spec.out_channels)).all()),
+        # For the kernels that scatter (GPU, channels-first rows): where each convolution output lands.
+        channel_dest=np.argsort(order).astype(np.int64),
+        kernel_channels=padded_channels,
+        writes_result_directly=padded_channels == spec.out_channels and not shuffle_groups)
+    if kernel is None and dispatch.rows_kernel_fits(spec, family):
+        channels, vectors = dispatch.rows_block(VECTOR_REGISTERS)
+        layout.update(rows_kernel=getattr(simd_rows, f"conv_rows_r{channels}v{vectors}"), rows_channels=channels,
+                      rows_width=vectors * lanes,  # output pixels per block: narrower outputs take the other kernel
+                      rows_flat=dispatch.is_pointwise(spec))  # each image's pixels one flat row
+    return layout
 
 
 def _copy_channels_last(x5: np.ndarray, out: np.ndarray, before: tuple = (0, 0, 0)) -> None:

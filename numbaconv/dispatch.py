@@ -4,6 +4,7 @@ Correctness rules come before speed rules: a kernel is only chosen for the specs
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .spec import ConvSpec
@@ -35,15 +36,54 @@ def simd_block(channels_per_group: int, lanes: int, registers: int) -> tuple[int
 ROWS_BLOCKS = {16: (4, 3), 32: (8, 3)}
 # Channels-first input with at most this many channels (a network's first layer) runs on the
 # pixel-vectorized kernel: the channel-vectorized one's reduction over (kw, c_in) is then too short.
-# From 16 channels up it was 1.2-2x slower than the channels-last path (perf/NOTES.md).
 ROWS_MAX_IN_CHANNELS = 4
+# A channels-first pointwise layer runs on it when each group has at most this many input channels and
+# each image at least ROWS_FLAT_MIN_BLOCKS blocks of pixels (same-process A/B against the channel-vectorized
+# kernel's strided reads, perf/NOTES.md "Session 8": 1.1-1.9x faster on 16-128 channels of 14x14 to
+# 112x112 maps, 0.8-0.95x from 256 channels or on 7x7 maps, where a row's overlapping last block wastes
+# up to half its work).
+ROWS_POINTWISE_MAX_GROUP_CHANNELS = 128
+ROWS_FLAT_MIN_BLOCKS = 8
+# A pointwise job's run of pixels is sized so that its input (every channel of the group) stays in L1/L2
+# while each block of output channels reads it: 48 KB, i.e. 48 pixels of 256 float32 channels.
+ROWS_CHUNK_BYTES = 48 << 10
+ROWS_CHUNK_MAX_BLOCKS = 8
+
+
+def is_pointwise(spec: ConvSpec) -> bool:
+    """A 1x1 (x1) kernel at unit stride with no padding: each image's pixels are one flat GEMM dimension."""
+    return (math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed
+            and (spec.padding == "same" or not any(b or a for b, a in spec.padding)))
 
 
 def rows_kernel_fits(spec: ConvSpec, family: str) -> bool:
     """Whether channels-first input of ``spec`` (whose kernel family is ``family``) runs on the
-    pixel-vectorized kernel instead, for outputs at least one of its blocks wide."""
-    return (family in ("simd", "direct") and spec.groups == 1 and spec.ndim <= 2
-            and spec.in_channels <= ROWS_MAX_IN_CHANNELS)
+    pixel-vectorized kernel instead, for outputs at least one of its blocks wide: a pointwise layer
+    (vectors of pixels, stored whole into NCHW planes, where the channel-vectorized kernel scatters
+    each result lane by lane), or few input channels (see ROWS_MAX_IN_CHANNELS)."""
+    if family not in ("simd", "direct") or spec.transposed:
+        return False
+    if is_pointwise(spec) and spec.in_channels // spec.groups <= ROWS_POINTWISE_MAX_GROUP_CHANNELS:
+        return True
+    return spec.groups == 1 and spec.ndim <= 2 and spec.in_channels <= ROWS_MAX_IN_CHANNELS
+
+
+ROWS_JOBS_PER_THREAD = 4
+
+
+def rows_jobs(rows: int, row: int, group_channels: int, itemsize: int, width: int, blocks: int,
+              threads: int) -> tuple[int, int]:
+    """(pixels per job, parts of the channel blocks) of the pixel-vectorized kernel over ``rows`` output
+    rows of ``row`` pixels and ``blocks`` blocks of output channels.  A spatial kernel's job is a whole
+    row; a pointwise layer's flat rows are cut into whole blocks of ``width`` pixels whose input fits
+    ROWS_CHUNK_BYTES.  Where that leaves fewer than ROWS_JOBS_PER_THREAD jobs per thread, each run of
+    pixels is also split into parts of the channel blocks."""
+    chunk = row
+    if row > width * ROWS_CHUNK_MAX_BLOCKS:
+        chunk = width * min(max(ROWS_CHUNK_BYTES // (group_channels * itemsize * width), 1), ROWS_CHUNK_MAX_BLOCKS)
+    runs = rows * -(-row // chunk)
+    parts = min(blocks, -(-ROWS_JOBS_PER_THREAD * threads // runs))
+    return chunk, max(parts, 1)
 
 
 def rows_block(registers: int) -> tuple[int, int]:

@@ -4,6 +4,8 @@ All packed weights have three spatial dims (KD, KH, KW); 1D and 2D kernels get l
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .spec import ConvSpec
@@ -67,20 +69,28 @@ def pack_simd(spec: ConvSpec, weight: np.ndarray | None, bias: np.ndarray | None
     return packed, padded_bias.reshape(-1)
 
 
-def pack_rows(spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> weights (OB, C_in, KH, KW, block) and bias (OB * block,) or (0,), the C_out outputs zero-padded
-    to OB = ceil(C_out / block) blocks: the order numbaconv.kernels.cpu.simd_rows broadcasts them in.
-    One group, 1D or 2D (1D as KH = 1)."""
-    w = weight.reshape(weight.shape[:2] + (1,) * (4 - weight.ndim) + weight.shape[2:])
-    blocks = -(-spec.out_channels // block)
-    padded = np.zeros((blocks * block, *w.shape[1:]), weight.dtype)
-    padded[:spec.out_channels] = w
-    packed = np.ascontiguousarray(padded.reshape(blocks, block, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
+def pack_rows(spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, block: int,
+              channel_dest: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> weights (G, OB, C_in/G, KH, KW, block), bias (G * OB * block,) or (0,), and each kernel output
+    channel's result channel (G * OB * block,) int64, -1 for padding: each group's C_out/G outputs
+    zero-padded to OB = ceil(C_out/G / block) blocks, the order numbaconv.kernels.cpu.simd_rows broadcasts
+    them in.  ``channel_dest[c]``: where convolution output c lands (a folded channel shuffle permutes it).
+    1D or 2D (1D as KH = 1), or a pointwise kernel of any dimension (as 1x1)."""
+    groups, per_group = spec.groups, spec.out_channels // spec.groups
+    kernel = spec.kernel_size if spec.ndim == 2 else (1, math.prod(spec.kernel_size))
+    w = weight.reshape(groups, per_group, weight.shape[1], *kernel)
+    blocks = -(-per_group // block)
+    packed = np.zeros((groups, blocks, *w.shape[2:], block), weight.dtype)
+    for r in range(block):  # one strided copy per lane: 5x faster than NumPy's transposing copy here
+        lane = w[:, r::block]
+        packed[:, :lane.shape[1], ..., r] = lane
+    dest = np.full((groups, blocks * block), -1, np.int64)
+    dest[:, :per_group] = channel_dest.reshape(groups, per_group)
     if bias is None:
-        return packed, np.zeros(0, weight.dtype)
-    padded_bias = np.zeros(blocks * block, weight.dtype)
-    padded_bias[:spec.out_channels] = bias
-    return packed, padded_bias
+        return packed, np.zeros(0, weight.dtype), dest.reshape(-1)
+    padded_bias = np.zeros((groups, blocks * block), weight.dtype)
+    padded_bias[:, :per_group] = bias.reshape(groups, per_group)
+    return packed, padded_bias.reshape(-1), dest.reshape(-1)
 
 
 def padded_channel_index(spec: ConvSpec, padded_per_group: int) -> np.ndarray:

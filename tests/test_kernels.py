@@ -319,6 +319,71 @@ def test_channels_first_rows_kernel_matches_reference(nd, cin, cout, k, stride, 
     assert_close(expected, out, magnitude, w[0].size)
 
 
+@pytest.mark.parametrize("nd,cin,cout,groups,shuffle,size,dtype,activation,residual,takes_rows", [
+    (2, 16, 40, 1, 0, (13, 17), np.float32, "relu6", True, True),    # C_out not a block multiple, residual
+    (2, 48, 48, 3, 3, (14, 15), np.float32, None, False, True),       # grouped, ShuffleNet shuffle folded
+    (2, 48, 30, 2, 5, (12, 17), np.float32, "relu", True, True),      # a shuffle over other groups than the conv's
+    (1, 24, 20, 2, 0, (250,), np.float64, None, True, True),          # 1D, float64 (half as many lanes)
+    (3, 8, 12, 1, 0, (3, 9, 10), np.float32, "relu", False, True),    # 3D
+    (2, 128, 36, 1, 0, (16, 16), np.float32, None, False, True),      # the widest group that takes it
+    (2, 16, 24, 1, 0, (9, 9), np.float32, None, True, False),         # under 8 blocks of pixels: other kernel
+])
+def test_channels_first_pointwise_rows_kernel_matches_reference(nd, cin, cout, groups, shuffle, size, dtype,
+                                                                activation, residual, takes_rows, rng):
+    """A channels-first pointwise layer on the pixel-vectorized kernel: each image's pixels one flat row cut
+    into runs, the channel blocks split into parts where there are few runs (batch 1), groups, a folded
+    shuffle as a channel permutation, the residual and the clamp in its epilogue; non-contiguous input."""
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(dtype)
+    w = (rng.standard_normal((cout, cin // groups, *(1,) * nd)) + 0.1).astype(dtype)
+    b = (rng.standard_normal(cout) + 0.1).astype(dtype)
+    spec = nc.ConvSpec(nd, cin, cout, 1, groups=groups, bias=True)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation=activation)
+    assert prepared.rows_kernel is not None and prepared.rows_flat
+    assert prepared._takes_rows(False, spec.bind(x.shape)) == takes_rows
+    pads = [(0, 0)] * nd
+    expected = ref.conv(x, w, b, 1, pads, 1, groups)
+    magnitude = ref.conv(np.abs(x), np.abs(w), np.abs(b), 1, pads, 1, groups)
+    if shuffle:
+        expected, magnitude = ref.channel_shuffle(expected, shuffle), ref.channel_shuffle(magnitude, shuffle)
+    summand = (rng.standard_normal(expected.shape) + 0.1).astype(dtype) if residual else None
+    if residual:
+        expected, magnitude = expected + summand, magnitude + np.abs(summand)
+    expected = np.maximum(expected, 0) if activation == "relu" else _activate(expected, activation)
+    strided = np.repeat(x, 2, axis=-1)[..., ::2]  # not contiguous
+    for batch in (strided, strided[1:]):
+        y = prepared(batch, residual=None if summand is None else summand[-len(batch):])
+        assert_close(expected[-len(batch):], y, magnitude[-len(batch):], cin // groups + 1)
+
+
+def test_pointwise_packings_are_made_on_first_use_from_a_copy(rng):
+    """A pointwise layer that can take either kernel packs each kernel's weights when a call first needs
+    them, from its own copy: changing the caller's arrays after prepare changes nothing."""
+    x = (rng.standard_normal((1, 32, 16, 16)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((24, 32, 1, 1)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(24) + 0.1).astype(np.float32)
+    expected = ref.conv(x, w, b, 1, [(0, 0)] * 2)
+    magnitude = ref.conv(np.abs(x), np.abs(w), np.abs(b), 1, [(0, 0)] * 2)
+    prepared = nc.prepare(nc.ConvSpec(2, 32, 24, 1, bias=True), w, b)
+    assert "packed" not in prepared.__dict__ and "rows_packed" not in prepared.__dict__
+    w[:], b[:] = 0.0, 0.0
+    assert_close(expected, prepared(x), magnitude, 33)
+    assert "rows_packed" in prepared.__dict__ and "packed" not in prepared.__dict__
+    y = prepared(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), layout="NHWC")
+    assert_close(expected, y.transpose(0, 3, 1, 2), magnitude, 33)
+    assert "packed" in prepared.__dict__
+
+
+@pytest.mark.parametrize("rows,row,channels,blocks,threads,expected", [
+    (1, 3136, 256, 16, 2, (48, 1)),    # 66 runs of 48 pixels (48 KB of input each) keep 2 threads busy
+    (1, 3136, 16, 24, 2, (192, 1)),    # few channels: at most 8 blocks of pixels a run
+    (1, 221, 16, 10, 2, (192, 4)),     # 2 runs: each also split into 4 parts of the channel blocks
+    (1, 300, 16, 3, 8, (192, 3)),      # no more parts than blocks
+    (56, 56, 3, 16, 2, (56, 1)),       # a spatial kernel's job is a whole row
+])
+def test_rows_jobs(rows, row, channels, blocks, threads, expected):
+    assert dispatch.rows_jobs(rows, row, channels, 4, 24, blocks, threads) == expected
+
+
 def _activate(y, activation):
     if activation == "relu6":
         return np.clip(y, 0, 6)
@@ -330,12 +395,13 @@ def _activate(y, activation):
 @pytest.mark.parametrize("activation", [None, "relu6", "hardswish"])
 @pytest.mark.parametrize("case,in_kernel", [
     (dict(nd=2, cin=16, cout=24, k=1, stride=1, size=(7, 15)), True),      # pointwise rows, a half-full vector
+    (dict(nd=2, cin=16, cout=20, k=1, stride=1, size=(12, 17), groups=2, shuffle=2), True),  # NCHW: pointwise rows
     (dict(nd=2, cin=8, cout=40, k=3, stride=2, size=(11, 6)), True),       # strided, ragged last vector
     (dict(nd=2, cin=12, cout=48, k=3, stride=1, size=(5, 13), groups=3, shuffle=3), True),  # shuffle in strides
     (dict(nd=2, cin=12, cout=48, k=1, stride=1, size=(5, 13), groups=3, shuffle=4), False),  # scratch + gather
     (dict(nd=3, cin=4, cout=9, k=3, stride=1, size=(3, 4, 5)), True),
     (dict(nd=1, cin=5, cout=20, k=5, stride=3, size=(33,)), True),
-    (dict(nd=2, cin=3, cout=8, k=3, stride=1, size=(6, 40)), (False, True)),  # NCHW: the rows kernel, sum after
+    (dict(nd=2, cin=3, cout=8, k=3, stride=1, size=(6, 40)), True),  # NCHW: the rows kernel sums too
     (dict(nd=2, cin=16, cout=16, k=3, stride=1, size=(9, 12), groups=16), False),  # depthwise sums after
     (dict(nd=2, cin=16, cout=24, k=3, stride=2, size=(5, 6), transposed=True), True),
     (dict(nd=2, cin=16, cout=24, k=1, stride=2, size=(4, 5), transposed=True), True),  # phases no tap reaches
@@ -364,8 +430,7 @@ def test_residual_is_added_before_the_activation(case, in_kernel, activation, rn
     for last in (False, True):
         move = (lambda a: np.moveaxis(a, 1, -1)) if last else (lambda a: a)
         bound = spec.bind(x.shape)
-        assert prepared._residual_in_kernel(last, bound) == (in_kernel[last] if isinstance(in_kernel, tuple)
-                                                             else in_kernel)
+        assert prepared._residual_in_kernel(last, bound) == in_kernel
         y = prepared(move(x), layout="channels_last" if last else None, residual=move(residual)[::1])
         y = np.moveaxis(y, -1, 1) if last else y
         assert_close(expected, y, scale + np.abs(residual), reduction=w[0].size + 1)
@@ -465,6 +530,8 @@ def test_channel_blocks_inside_or_across_jobs(inner, k, groups, shuffle, size, r
     """Both job layouts of the SIMD kernel (dispatch.channels_inner): one channel block per job, or all."""
     monkeypatch.setattr(dispatch, "CHANNELS_INNER_WEIGHT_BYTES", 1 << 30 if inner else 0)
     monkeypatch.setattr(dispatch, "CHANNELS_INNER_ROWS_PER_THREAD", 0)
+    from numbaconv import api
+    api._spec_layout.cache_clear()  # plans are shared per spec: none made under the other setting
     cin, cout = 6 * groups, 40 * groups  # 40 per group: two whole blocks and a half-filled one
     spec = nc.ConvSpec(2, cin, cout, k, 1, k // 2, 1, groups, bias=True)
     x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(np.float32)
@@ -483,6 +550,9 @@ def test_channel_blocks_inside_or_across_jobs(inner, k, groups, shuffle, size, r
         y = prepared(move(x), layout=layout, residual=move(residual))
         assert_close(np.maximum(expected + residual, 0), np.moveaxis(y, -1, 1) if last else y,
                      scale + np.abs(residual), reduction=w[0].size + 1)
+        if prepared._takes_rows(last, spec.bind(x.shape)):  # NCHW pointwise: the pixel-vectorized kernel
+            assert not last and k == 1
+            continue
         calls = [plan for key, plan in prepared._simd_plans.items() if key[1] == last][0][3]
         assert all(call[5][-1] == inner for call in calls)
 
