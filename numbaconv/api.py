@@ -599,34 +599,51 @@ class PreparedConv:
         """A transposed convolution as one SIMD convolution per output phase (numbaconv/subpixel.py), all
         reading one zero-padded channels-last copy of the input and storing every stride-th output of the
         result in place."""
-        spec = self.spec
-        stride, out_spatial = spec.stride, bound.out_spatial
-        in_spatial = x.shape[1:-1] if last else x.shape[2:]
-        extents = [subpixel.phase_extent(phase, out_spatial, stride) for phase, *_ in self.subpixel_phases]
-        live = [(entry, extent) for entry, extent in zip(self.subpixel_phases, extents)
-                if not entry[0].empty and all(extent[0])]
-        before = tuple(max([0] + [-low[i] for _, (_, low, _) in live]) for i in range(spec.ndim))
-        after = tuple(max([0] + [high[i] - (in_spatial[i] - 1) for _, (_, _, high) in live]) for i in range(spec.ndim))
-        xin = self._channels_last_padded(x, last, _pad3(before, 0), _pad3(after, 0))
-        n, c = xin.shape[0], xin.shape[4]
-        x_strides = element_strides((n, c, *xin.shape[1:4]), True)
-        out3 = _pad3(out_spatial, 1)
-        y_strides = element_strides((n, spec.out_channels, *out3), last)
-        phase_strides = (*y_strides[:2], *(st * s for st, s in zip(y_strides[2:], _pad3(stride, 1))))
-        per_group = spec.out_channels // spec.groups
+        before, after, calls = self._subpixel_plan(x.shape, last, bound)
+        xin = self._channels_last_padded(x, last, before, after)
         flat_x, flat_y = xin.reshape(-1), result.reshape(-1)
         flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
-        for (phase, kernel, packed, padded_bias), (count, low, _) in live:
-            x_offset = sum((lo + b) * st for lo, b, st in zip(_pad3(low, 0), _pad3(before, 0), x_strides[2:]))
-            y_offset = sum(f * st for f, st in zip(_pad3(phase.offset, 0), y_strides[2:]))
+        for index, x_offset, x_strides, y_offset, y_strides, shape, steps in calls:
+            _, kernel, packed, padded_bias = self.subpixel_phases[index]
             kernel(flat_x[x_offset:], x_strides, packed, padded_bias, flat_y[y_offset:],
-                   flat_r[y_offset:] if flat_r.shape[0] else flat_r, phase_strides,
-                   (n, *_pad3(count, 1)), per_group * y_strides[1], per_group, 1, 1, 1, *_pad3(phase.dilation, 1),
-                   False, *clamp)
+                   flat_r[y_offset:] if flat_r.shape[0] else flat_r, y_strides, shape, *steps, *clamp)
         for phase, *_ in self.subpixel_phases:  # outputs no tap reaches: the bias alone
             if phase.empty:
                 self._fill_bias(result, last, phase.offset, clamp, residual)
         return result
+
+    def _subpixel_plan(self, shape: tuple, last: bool, bound) -> tuple:
+        """(pad before, pad after, calls) of _run_subpixel for one input shape and layout, worked out once:
+        each call is (phase index, x offset, x strides, y offset, y strides, rows, steps)."""
+        key = ("subpixel", shape, last)
+        plan = self._simd_plans.get(key)
+        if plan is not None:
+            return plan
+        spec = self.spec
+        stride, out_spatial = spec.stride, bound.out_spatial
+        in_spatial = shape[1:-1] if last else shape[2:]
+        live = [(index, phase, subpixel.phase_extent(phase, out_spatial, stride))
+                for index, (phase, *_) in enumerate(self.subpixel_phases)]
+        live = [(index, phase, extent) for index, phase, extent in live if not phase.empty and all(extent[0])]
+        before = tuple(max([0] + [-low[i] for _, _, (_, low, _) in live]) for i in range(spec.ndim))
+        after = tuple(max([0] + [high[i] - (in_spatial[i] - 1) for _, _, (_, _, high) in live])
+                      for i in range(spec.ndim))
+        padded = tuple(v + b + a for v, b, a in zip(_pad3(in_spatial, 1), _pad3(before, 0), _pad3(after, 0)))
+        x_strides = element_strides((shape[0], spec.in_channels, *padded), True)
+        out3 = _pad3(out_spatial, 1)
+        y_strides = element_strides((shape[0], spec.out_channels, *out3), last)
+        phase_strides = (*y_strides[:2], *(st * s for st, s in zip(y_strides[2:], _pad3(stride, 1))))
+        per_group = spec.out_channels // spec.groups
+        calls = tuple(
+            (index, sum((lo + b) * st for lo, b, st in zip(_pad3(low, 0), _pad3(before, 0), x_strides[2:])),
+             x_strides, sum(f * st for f, st in zip(_pad3(phase.offset, 0), y_strides[2:])), phase_strides,
+             (shape[0], *_pad3(count, 1)),
+             (per_group * y_strides[1], per_group, 1, 1, 1, *_pad3(phase.dilation, 1), False))
+            for index, phase, (count, low, _) in live)
+        if len(self._simd_plans) >= _PLANS_KEPT:
+            self._simd_plans.clear()
+        plan = self._simd_plans[key] = (_pad3(before, 0), _pad3(after, 0), calls)
+        return plan
 
     def _fill_bias(self, result: np.ndarray, last: bool, offset: tuple[int, ...], clamp: tuple,
                    residual: np.ndarray | None) -> None:

@@ -115,6 +115,7 @@ def test_transposed_kernels_match_reference(kernel, nd, cin, cout, groups, k, st
     for layout in (None, "NHWC"):
         y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
         assert_close(expected, y if layout is None else np.moveaxis(y, -1, 1), magnitude, cin * k ** nd)
+    assert_close(expected[1:], prepared(x[1:]), magnitude[1:], cin * k ** nd)  # plans are per input shape
     fused = nc.prepare(spec, w, b, kernel=kernel, activation="relu6")(x)
     np.testing.assert_allclose(fused, np.clip(prepared(x), 0, 6), rtol=1e-6, atol=1e-6)
 
@@ -129,8 +130,9 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
     w = (rng.standard_normal((24, 12 // groups, *(1,) * nd)) + 0.1).astype(np.float32)
     b = (rng.standard_normal(24) + 0.1).astype(np.float32)
     spec = nc.ConvSpec(nd, 12, 24, 1, groups=groups, bias=True)
-    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation="relu")
-    assert prepared.kernel == "simd" and prepared.pointwise
+    # kernel="simd": channels-first input would otherwise take the pixel-vectorized kernel (tested below)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation="relu", kernel="simd")
+    assert prepared.kernel == "simd" and prepared.pointwise and prepared.rows_kernel is None
     expected = ref.conv(x, w, b, 1, [(0, 0)] * nd, 1, groups)
     expected = np.maximum(ref.channel_shuffle(expected, shuffle) if shuffle else expected, 0)
     for layout in (None, "channels_last"):
