@@ -39,9 +39,9 @@ ROWS_BLOCKS = {16: (4, 3), 32: (8, 3)}
 ROWS_MAX_IN_CHANNELS = 4
 # A channels-first pointwise layer runs on it when each group has at most this many input channels and
 # each image at least ROWS_FLAT_MIN_BLOCKS blocks of pixels (same-process A/B against the channel-vectorized
-# kernel's strided reads, perf/NOTES.md "Session 8": 1.1-1.9x faster on 16-128 channels of 14x14 to
-# 112x112 maps, 0.8-0.95x from 256 channels or on 7x7 maps, where a row's overlapping last block wastes
-# up to half its work).
+# kernel's strided reads, perf/NOTES.md "Session 8": 1.1-2.5x faster on 16-128 channels of 28x28 to
+# 112x112 maps and 0.97-1.14x on 14x14; 0.8-0.95x from 256 channels at batch 8 or on 7x7 maps, where a
+# row's overlapping last block wastes up to half its work).
 ROWS_POINTWISE_MAX_GROUP_CHANNELS = 128
 ROWS_FLAT_MIN_BLOCKS = 8
 # A pointwise job's run of pixels is sized so that its input (every channel of the group) stays in L1/L2
