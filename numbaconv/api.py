@@ -150,17 +150,17 @@ class PreparedConv:
         # Everything decided by the spec alone, and the per-shape plans, are shared by every PreparedConv of
         # the same spec: a one-off public call then costs its packing, not this arithmetic again.
         self.__dict__.update(_spec_layout(spec, shuffle_groups, kernel, weight.dtype))
-        bias = np.ascontiguousarray(bias) if bias is not None else None
-        self.host_weight = np.ascontiguousarray(weight)
+        # With a choice of two kernels both packings are made on first use (__getattr__): a channels-first
+        # call needs only the rows kernel's, a channels-last one only the SIMD kernel's.  They are packed
+        # from copies of our own, so a caller changing its arrays afterwards changes neither.
+        deferred = self.kernel == "simd" and self.rows_kernel is not None
+        keep = np.array if deferred else np.ascontiguousarray
+        bias = keep(bias) if bias is not None else None
+        self.host_weight = keep(weight)
         self.host_bias = bias
-        if self.kernel == "simd" and self.rows_kernel is not None:
-            # Both packings are made on first use (__getattr__): a channels-first call needs only the rows
-            # kernel's, a channels-last one only the SIMD kernel's.  They are packed from a copy of our own,
-            # so a caller changing its weight array afterwards changes neither.
-            self.host_weight = weight.copy()
-            self.host_bias = None if bias is None else bias.copy()
-        elif self.kernel == "simd":
-            self._pack_simd()
+        if self.kernel == "simd":
+            if not deferred:
+                self._pack_simd()
         elif self.kernel == "subpixel":
             self.subpixel_phases = []  # (phase, SIMD kernel, packed weight, padded bias) per non-empty phase
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
@@ -688,7 +688,7 @@ def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype:
     layout: dict = dict(
         kernel=family, reason=reason, rows_kernel=None, block_pixels=1,
         # 1x1, stride 1: with no padding, each image's pixels are one flat GEMM dimension (see _run_simd).
-        pointwise=math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed,
+        pointwise=dispatch.is_unit_kernel(spec),
         # The channels-last 3x3 kernel unrolls its taps and needs at least one vector of channels.
         depthwise3x3=(family == "depthwise" and spec.ndim == 2 and spec.kernel_size == (3, 3)
                       and spec.out_channels == spec.in_channels and spec.in_channels >= lanes),
@@ -700,7 +700,8 @@ def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype:
         # (no scratch buffer, no gather pass); other shuffles go through a scratch buffer and a gather.
         shuffle_in_strides=family == "simd" and shuffle_groups == spec.groups > 1,
         _bound={},       # channels-first input shape -> BoundConv
-        _simd_plans={},  # (input shape, channels_last, residual, threads) -> _simd_plan's answer
+        _simd_plans={},  # (input shape, channels_last, residual, threads) -> _simd_plan's answer, and
+                         # ("subpixel", input shape, channels_last) -> _subpixel_plan's
         _rows_plans={},  # (rows shape, output shape, threads) -> _rows_plan's answer
     )
     if family == "simd":

@@ -50,10 +50,14 @@ ROWS_CHUNK_BYTES = 48 << 10
 ROWS_CHUNK_MAX_BLOCKS = 8
 
 
+def is_unit_kernel(spec: ConvSpec) -> bool:
+    """A 1x1 (x1) kernel at unit stride, not transposed."""
+    return math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed
+
+
 def is_pointwise(spec: ConvSpec) -> bool:
-    """A 1x1 (x1) kernel at unit stride with no padding: each image's pixels are one flat GEMM dimension."""
-    return (math.prod(spec.kernel_size) == 1 and math.prod(spec.stride) == 1 and not spec.transposed
-            and (spec.padding == "same" or not any(b or a for b, a in spec.padding)))
+    """A unit kernel with no padding: each image's pixels are one flat GEMM dimension."""
+    return is_unit_kernel(spec) and (spec.padding == "same" or not any(b or a for b, a in spec.padding))
 
 
 def rows_kernel_fits(spec: ConvSpec, family: str) -> bool:

@@ -64,9 +64,7 @@ def pack_simd(spec: ConvSpec, weight: np.ndarray | None, bias: np.ndarray | None
     pack_output_blocks(grouped, packed)  # one parallel pass (NumPy's transposing copies took 1.5 ms for 2.4 MB)
     if bias is None:
         return packed, np.zeros(0, grouped.dtype)
-    padded_bias = np.zeros((G, padded), grouped.dtype)
-    padded_bias[:, :per_group] = bias.reshape(G, per_group)
-    return packed, padded_bias.reshape(-1)
+    return packed, pad_groups(bias, G, padded, 0)
 
 
 def pack_rows(spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, block: int,
@@ -84,13 +82,18 @@ def pack_rows(spec: ConvSpec, weight: np.ndarray, bias: np.ndarray | None, block
     for r in range(block):  # one strided copy per lane: 5x faster than NumPy's transposing copy here
         lane = w[:, r::block]
         packed[:, :lane.shape[1], ..., r] = lane
-    dest = np.full((groups, blocks * block), -1, np.int64)
-    dest[:, :per_group] = channel_dest.reshape(groups, per_group)
+    dest = pad_groups(channel_dest, groups, blocks * block, -1)
     if bias is None:
-        return packed, np.zeros(0, weight.dtype), dest.reshape(-1)
-    padded_bias = np.zeros((groups, blocks * block), weight.dtype)
-    padded_bias[:, :per_group] = bias.reshape(groups, per_group)
-    return packed, padded_bias.reshape(-1), dest.reshape(-1)
+        return packed, np.zeros(0, weight.dtype), dest
+    return packed, pad_groups(bias, groups, blocks * block, 0), dest
+
+
+def pad_groups(values: np.ndarray, groups: int, padded: int, fill) -> np.ndarray:
+    """(groups * padded,): each group's C/groups entries of ``values`` followed by ``fill`` up to ``padded``
+    (a per-channel array laid out like weights whose groups are padded to whole blocks)."""
+    out = np.full((groups, padded), fill, values.dtype)
+    out[:, :values.shape[0] // groups] = values.reshape(groups, -1)
+    return out.reshape(-1)
 
 
 def padded_channel_index(spec: ConvSpec, padded_per_group: int) -> np.ndarray:

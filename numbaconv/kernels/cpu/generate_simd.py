@@ -200,10 +200,10 @@ for the channel-vectorized kernels.  R output channels x V vectors of consecutiv
 named accumulators across the whole reduction; each tap loads V input vectors and broadcasts one weight
 per output channel.  A job is a run of ``chunk`` output pixels of one row and takes its part (of
 ``parts``) of the blocks of output channels in turn, so its input run is read from memory once and then
-from cache; parts > 1 splits the channel blocks where there are too few runs to keep every thread busy.  Output rows
-are stored as contiguous vectors straight into the NCHW result (no layout copy in or out), each kernel
-channel into result channel out_channel[k] (-1: padding; a ShuffleNet shuffle is a permutation here),
-after adding ``residual`` (the result flattened, or empty) and clipping to [low, high] when ``clamp``.
+from cache; parts > 1 where there are too few runs to keep every thread busy.  Output rows are stored
+as contiguous vectors straight into the NCHW result (no layout copy in or out), each kernel channel
+into result channel out_channel[k] (-1: padding; a ShuffleNet shuffle is a permutation here), after
+adding ``residual`` (the result flattened, or empty) and clipping to [low, high] when ``clamp``.
     x            (N, C, PH, PW)       padded input, C-contiguous; for a stride S along W its rows are
                                       split into the S column phases (layout.split_column_phases)
     w            (G, OB, C/G, KH, KW, R)  packed by numbaconv.packing.pack_rows
