@@ -79,7 +79,8 @@ class PreparedPointwiseDepthwisePointwise:
 
     ``chain(x, residual=None)``: x (N, H, W, C_in) channels-last (a channel slice of a larger channels-last
     array is read in place), residual (N, OH, OW, C_out) added before the last activation; returns (N, OH, OW,
-    C_out), or writes into ``out``.  ``chain(x, interleave_with=a)`` returns ShuffleNet v2's unit ending,
+    C_out), or writes into ``out``; with a dense KxK first stage x may be any view (its rows are staged by
+    the kernel).  ``chain(x, interleave_with=a)`` returns ShuffleNet v2's unit ending,
     channel_shuffle(concat([a, result]), 2) of shape (N, OH, OW, 2 * C_out), in the same pass (``result_first``:
     concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  ``chain(x, concat_with=a)`` returns
     concat([a, result]) (ShuffleNet v1's downsampling unit; ``result_first``: concat([result, a])) for a (N, OH,
@@ -136,10 +137,11 @@ class PreparedPointwiseDepthwisePointwise:
 
     def _plan(self, shape: tuple[int, ...], threads: int) -> tuple:
         """(output shape, worthwhile, kernel's integer arguments, the first stage's (pad before, pad after),
-        parts) for an input shape, worked out once (a network calls each block with one shape, and binding
+        parts, staging) for an input shape, worked out once (a network calls each block with one shape, and binding
         the spec cost more than a small block's kernel).  ``parts``: 0 for row bands, else how many parts
         of the expanded channels conv_pw_dw_pw_parts splits the work into (maps too short for a band of
-        MIN_BAND_ROWS rows per thread); worthwhile: either applies."""
+        MIN_BAND_ROWS rows per thread); worthwhile: either applies; staging: a windowed first stage's
+        (geometry, offsets) when row bands stage its input rows (_staging), else None."""
         key = (shape, threads)
         plan = self._plans.get(key)
         if plan is None:
@@ -156,9 +158,11 @@ class PreparedPointwiseDepthwisePointwise:
                     + group * ow * mid * self.dtype.itemsize > GROUP_BYTES:
                 group -= 1
             parts = 0 if worthwhile else _parts(n, self.packed[0].shape[0], threads)
+            stage = _staging(expand, first, shape, self.packed[1], self._offsets) if self.window and not parts \
+                else None
             plan = ((n, oh, ow, c_out), worthwhile or bool(parts),
                     ((oh * ow * c_out, ow * c_out, c_out), (n, he, we, oh, ow), depthwise.stride,
-                     bound.pad_before, c_out, band_rows, group), (first.pad_before, first.pad_after), parts)
+                     bound.pad_before, c_out, band_rows, group), (first.pad_before, first.pad_after), parts, stage)
             if len(self._plans) >= 64:
                 self._plans.clear()
             self._plans[key] = plan
@@ -180,8 +184,8 @@ class PreparedPointwiseDepthwisePointwise:
         if len(shape) != 4 or not 0 <= x_start <= shape[3] - c_in or (self.window and shape[3] != c_in):
             raise ConvSpecError(f"shape must be (N, H, W, C) with channels {x_start}..{x_start + c_in} inside it "
                                 f"(all of them for a windowed first stage), got {shape}")
-        result_shape, _, arguments, (before, after), parts = self._plan((*shape[:3], c_in),
-                                                                        threads or get_num_threads())
+        result_shape, _, arguments, padding, parts, stage = self._plan((*shape[:3], c_in),
+                                                                       threads or get_num_threads())
         out_strides, c_out = arguments[0], arguments[4]
         beside, beside_strides, interleave, beside_channels, other_shape = self._empty, (0, 0, 0), 0, 0, None
         if joined is not None:
@@ -200,27 +204,26 @@ class PreparedPointwiseDepthwisePointwise:
                                                                    beside_channels)
         elif residual:
             other_shape = result_shape
-        x_strides = (shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3])
-        sources, spec, offsets = self.packed[1], self.specs[0], self._offsets
-        window, empty = self.window, self._empty
+        x_strides = (shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1)
+        sources, window, empty, staged = self.packed[1], self.window, self._empty, stage is not None
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
-            if (not isinstance(x, np.ndarray) or x.shape != shape or x.dtype != dtype or not x.flags.c_contiguous
-                    or (other is None) != (other_shape is None)
+            if (not isinstance(x, np.ndarray) or x.shape != shape or x.dtype != dtype
+                    or not (x.flags.c_contiguous or staged) or (other is None) != (other_shape is None)
                     or (other is not None and (not isinstance(other, np.ndarray) or other.shape != other_shape
                                                or other.dtype != dtype or not other.flags.c_contiguous))):
-                raise ConvSpecError(f"the runner takes a C-contiguous {dtype} x of shape {shape} and "
+                raise ConvSpecError(f"the runner takes a {dtype} x of shape {shape} (C-contiguous"
+                                    f"{' or any view' if staged else ''}) and "
                                     f"{'an other of shape ' + str(other_shape) if other_shape else 'no other'}, "
                                     f"got {getattr(x, 'shape', None)} and {getattr(other, 'shape', None)}")
             if window:
-                flat, x_steps, x_sources = _window_input(spec, x, before, after, sources, offsets)
-                flat = flat.reshape(-1)
+                flat, x_steps, x_sources, geometry = self._windowed_input(x, padding, stage)
             else:
-                flat, x_steps, x_sources = x.reshape(-1)[x_start:], x_strides, sources
+                flat, x_steps, x_sources, geometry = x.reshape(-1)[x_start:], x_strides, sources, NO_STAGING
             result = np.empty(result_shape, dtype)
             if not result.size:
                 return result
-            self._launch(flat, x_steps, x_sources, result.reshape(-1), out_strides,
+            self._launch(flat, x_steps, x_sources, geometry, result.reshape(-1), out_strides,
                          other.reshape(-1) if residual else empty,
                          other.reshape(-1)[joined_start:] if joined else beside, beside_strides, interleave,
                          beside_channels, arguments, parts)
@@ -232,15 +235,15 @@ class PreparedPointwiseDepthwisePointwise:
                  result_first: bool = False, concat_with: np.ndarray | None = None) -> np.ndarray:
         _check_input(x, self.specs[0].in_channels, self.dtype)
         item = x.itemsize
-        if x.strides[3] != item or any(s % item for s in x.strides):
-            x = np.ascontiguousarray(x)
-        shape, _, arguments, (before, after), parts = self._plan(x.shape, threads or get_num_threads())
+        shape, _, arguments, padding, parts, stage = self._plan(x.shape, threads or get_num_threads())
         out_strides = arguments[0]
         if self.window:
-            x, x_strides, expand_sources = _window_input(self.specs[0], x, before, after, self.packed[1],
-                                                         self._offsets)
+            flat, x_strides, expand_sources, geometry = self._windowed_input(x, padding, stage)
         else:
-            x_strides, expand_sources = tuple(st // item for st in x.strides[:3]), self.packed[1]
+            if x.strides[3] != item or any(s % item for s in x.strides):
+                x = np.ascontiguousarray(x)
+            flat, x_strides = _flat_from_first(x), (*(st // item for st in x.strides[:3]), 1)
+            expand_sources, geometry = self.packed[1], NO_STAGING
         beside, beside_strides, interleave, beside_channels = self._empty, (0, 0, 0), 0, 0
         joined = concat_with if concat_with is not None else interleave_with
         if joined is not None:  # a second input the final pass stores beside the result
@@ -265,22 +268,33 @@ class PreparedPointwiseDepthwisePointwise:
         result = out if out is not None else np.empty(shape, self.dtype)
         if result.size == 0:
             return result
-        self._launch(_flat_from_first(x), x_strides, expand_sources, result.reshape(-1), out_strides,
+        self._launch(flat, x_strides, expand_sources, geometry, result.reshape(-1), out_strides,
                      residual.reshape(-1) if residual is not None else self._empty, beside, beside_strides,
                      interleave, beside_channels, arguments, parts)
         return result
 
-    def _launch(self, x: np.ndarray, x_strides: tuple, expand_sources: np.ndarray, out: np.ndarray,
-                out_strides: tuple, residual: np.ndarray, beside: np.ndarray, beside_strides: tuple, interleave: int,
-                beside_channels: int, arguments: tuple, parts: int) -> None:
+    def _windowed_input(self, x: np.ndarray, padding: tuple, stage: tuple | None) -> tuple:
+        """(flat x, its (n, h, w, c) strides, the first stage's sources, staging geometry) for a dense KxK
+        first stage: x read in place with the kernel staging its rows (row bands: ``stage`` from _plan), or
+        a zero-padded channels-last copy (parts)."""
+        if stage is not None:
+            flat, strides = _element_strides(x)
+            return flat, strides, stage[1], stage[0]
+        padded, strides, sources = _window_input(self.specs[0], x, *padding, self.packed[1], self._offsets)
+        return padded.reshape(-1), (*strides, 1), sources, NO_STAGING
+
+    def _launch(self, x: np.ndarray, x_strides: tuple, expand_sources: np.ndarray, geometry: np.ndarray,
+                out: np.ndarray, out_strides: tuple, residual: np.ndarray, beside: np.ndarray, beside_strides: tuple,
+                interleave: int, beside_channels: int, arguments: tuple, parts: int) -> None:
         """The kernel for a plan (_plan): row bands, or with ``parts`` the expanded channels split in parts
-        whose projections a second pass sums (its partial sums allocated here)."""
+        whose projections a second pass sums (its partial sums allocated here).  x_strides (n, h, w, c);
+        geometry: the staging of a windowed first stage's rows (row bands only), else NO_STAGING."""
         _, sizes, strides, pads, c_out, band_rows, group = arguments
         packed = self.packed
         if not parts:
-            conv_pw_dw_pw_rows(x, x_strides, packed[0], expand_sources, *packed[2:], out, out_strides, residual,
-                               beside, beside_strides, interleave, beside_channels, sizes, strides, pads, c_out,
-                               band_rows, group, self.clamps)
+            conv_pw_dw_pw_rows(x, x_strides, geometry, packed[0], expand_sources, *packed[2:], out, out_strides,
+                               residual, beside, beside_strides, interleave, beside_channels, sizes, strides, pads,
+                               c_out, band_rows, group, self.clamps)
             return
         split = self._split.get(parts)
         if split is None:
@@ -291,7 +305,7 @@ class PreparedPointwiseDepthwisePointwise:
         (part_project, part_sources, part_counts, part_bias), part_blocks = split
         partial = np.empty((parts, sizes[0], sizes[3] * sizes[4] * part_project.shape[1] * part_project.shape[3]),
                            self.dtype)
-        conv_pw_dw_pw_parts(x, x_strides, packed[0], expand_sources, packed[2], packed[3], packed[4], packed[5],
+        conv_pw_dw_pw_parts(x, x_strides[:3], packed[0], expand_sources, packed[2], packed[3], packed[4], packed[5],
                             part_project, part_sources, part_counts, part_bias, part_blocks, partial, out,
                             out_strides, residual, beside, beside_strides, interleave, beside_channels, sizes,
                             strides, pads, c_out, self.clamps)
@@ -349,11 +363,18 @@ def _window_input(spec: ConvSpec, x: np.ndarray, before: tuple, after: tuple, in
                   memo: dict) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
     """(input, (n, h, w) strides, offsets) for a KxK first stage read through offsets: x (N, H, W, C) zero-
     padded by ``before``/``after`` (a copy) where needed; the strides step between the convolution's output
-    rows and pixels (its stride folded in); the packed flat indices (kh * KW + kw) * C_in + c as element
-    offsets from a window's corner (kh * dh rows, kw * dw pixels, c channels on), remembered in ``memo``."""
+    rows and pixels (its stride folded in); the offsets as in _window_offsets."""
     if any(before) or any(after):
         x = _pad_channels_last(np.ascontiguousarray(x)[:, None], (0, *before), (0, *after), 0)[:, 0]
     n_stride, row, pixel = (st // x.itemsize for st in x.strides[:3])
+    return x, (n_stride, spec.stride[0] * row, spec.stride[1] * pixel), _window_offsets(spec, indices, row, pixel,
+                                                                                        memo)
+
+
+def _window_offsets(spec: ConvSpec, indices: np.ndarray, row: int, pixel: int, memo: dict) -> np.ndarray:
+    """The packed flat indices (kh * KW + kw) * C_in + c of a KxK first stage as element offsets from a
+    window's corner (kh * dh rows of ``row`` elements, kw * dw pixels of ``pixel``, c channels on),
+    remembered in ``memo``."""
     offsets = memo.get((row, pixel))
     if offsets is None:
         tap, channel = np.divmod(indices, spec.in_channels)
@@ -362,7 +383,32 @@ def _window_input(spec: ConvSpec, x: np.ndarray, before: tuple, after: tuple, in
         if len(memo) >= 64:
             memo.clear()
         memo[(row, pixel)] = offsets
-    return x, (n_stride, spec.stride[0] * row, spec.stride[1] * pixel), offsets
+    return offsets
+
+
+NO_STAGING = np.zeros(9, np.int64)  # a first stage whose input the kernel reads directly
+
+
+def _staging(spec: ConvSpec, bound, shape: tuple, indices: np.ndarray, memo: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(geometry, offsets) for a kernel that stages each output row's window of input rows channels-last in
+    a zero-padded buffer (kernels/cpu/fused_blocks.stage_window) instead of reading a padded copy of the
+    input: geometry (H_in, W_in, C_in, SH, SW, pad top, pad left, rows per window, buffer row pixels) for
+    input ``shape`` (N, H, W, C_in) of ``spec`` bound as ``bound``; offsets from a window's corner in the
+    buffer (_window_offsets)."""
+    (top, left), (_, right) = bound.pad_before, bound.pad_after
+    width, c_in = shape[2] + left + right, spec.in_channels
+    geometry = np.array((shape[1], shape[2], c_in, *spec.stride, top, left,
+                         (spec.kernel_size[0] - 1) * spec.dilation[0] + 1, width), np.int64)
+    return geometry, _window_offsets(spec, indices, width * c_in, c_in, memo)
+
+
+def _element_strides(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(x flat from its first element, its strides in elements): any view with non-negative strides that
+    are whole elements reads in place (an NCHW image seen channels-last), anything else is copied first."""
+    item = x.itemsize
+    if any(st < 0 or st % item for st in x.strides):
+        x = np.ascontiguousarray(x)
+    return _flat_from_first(x), tuple(st // item for st in x.strides)
 
 
 def conv_maxpool_fits(spec: ConvSpec, activation, pool: tuple) -> str | None:
@@ -390,7 +436,9 @@ class PreparedConvMaxPool:
     pooling after it in one kernel (kernels/cpu/fused_blocks.conv_maxpool_rows): the convolution's output,
     the largest tensor of such a network, is never written to memory.
 
-    ``fused(x)``: x (N, H, W, C_in) channels-last -> (N, OH, OW, C_out).  ``spec`` is a dense 2D convolution
+    ``fused(x)``: x (N, H, W, C_in) channels-last -> (N, OH, OW, C_out); x may be any view (an NCHW image
+    through np.moveaxis(x, 1, -1)): the kernel stages each window's input rows itself, so neither a
+    channels-last nor a padded copy is made.  ``spec`` is a dense 2D convolution
     with zero padding, weight (C_out, C_in, KH, KW), bias (C_out,) or None; ``activation`` None, 'relu',
     'relu6' or a (low, high) clip; ``pool`` (kernel, stride, padding pairs, ceil_mode) of a 2D max pooling.
     """
@@ -415,7 +463,7 @@ class PreparedConvMaxPool:
         self._plans: dict = {}
 
     def _plan(self, shape: tuple[int, ...], threads: int) -> tuple:
-        """(output shape, worthwhile, conv pad before/after, kernel sizes, pool geometry, band rows)."""
+        """(output shape, worthwhile, conv geometry, offsets, kernel sizes, pool geometry, band rows)."""
         key = (shape, threads)
         plan = self._plans.get(key)
         if plan is None:
@@ -428,8 +476,9 @@ class PreparedConvMaxPool:
                                     f"{(h, w)} of input {shape}")
             n = shape[0]
             band_rows, worthwhile = _bands(n, oh, threads)
-            plan = ((n, oh, ow, self.spec.out_channels), worthwhile, bound.pad_before, bound.pad_after,
-                    (n, h, w, oh, ow), (kh, kw, sh, sw, pads[0][0], pads[1][0]), band_rows)
+            conv, offsets = _staging(self.spec, bound, shape, self.packed[1], self._offsets)
+            plan = ((n, oh, ow, self.spec.out_channels), worthwhile, conv, offsets, (n, h, w, oh, ow),
+                    (kh, kw, sh, sw, pads[0][0], pads[1][0]), band_rows)
             if len(self._plans) >= 64:
                 self._plans.clear()
             self._plans[key] = plan
@@ -446,13 +495,12 @@ class PreparedConvMaxPool:
 
     def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
         _check_input(x, self.spec.in_channels, self.dtype)
-        shape, _, before, after, sizes, pool, band_rows = self._plan(x.shape, threads or get_num_threads())
+        shape, _, conv, offsets, sizes, pool, band_rows = self._plan(x.shape, threads or get_num_threads())
         result = np.empty(shape, self.dtype)
         if result.size == 0:
             return result
-        x, x_strides, offsets = _window_input(self.spec, np.ascontiguousarray(x), before, after, self.packed[1],
-                                              self._offsets)
-        conv_maxpool_rows(x.reshape(-1), x_strides, self.packed[0], offsets, self.packed[2], self.packed[3],
-                          result.reshape(-1), sizes, pool, shape[3], band_rows, self.clamp[0] != 0,
-                          self.clamp[1], self.clamp[2])
+        flat, x_strides = _element_strides(x)
+        conv_maxpool_rows(flat, x_strides, conv, self.packed[0], offsets, self.packed[2], self.packed[3],
+                          result.reshape(-1), sizes, pool, shape[3], band_rows, self.clamp[0] != 0, self.clamp[1],
+                          self.clamp[2])
         return result

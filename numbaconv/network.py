@@ -64,6 +64,8 @@ class Step:
     fused: tuple[str, ...] = ()
     flops: int = 0
     seconds: list[float] = field(default_factory=list)
+    # run takes channels-last views of any strides (an NCHW input seen channels-last) without a copy first
+    strided_input: bool = False
 
 
 class Network:
@@ -185,12 +187,12 @@ class Network:
                 absorbed.update(fused)
                 source, x_start = channel_window(node.inputs[0])
                 other, other_start = channel_window(other) if other and mode == "interleave" else (other, 0)
+                run, windowed = self._chain_step(params, convs, bns, acts, add is not None, result_first,
+                                                 inner_shuffle.attrs["groups"] if inner_shuffle else 0, mode,
+                                                 x_start, other_start)
                 step = Step(node.name, "pw-dw-pw", (source, *((other,) if other else ())),
-                            (tail[-1] if tail else last).output,
-                            self._chain_step(params, convs, bns, acts, add is not None, result_first,
-                                             inner_shuffle.attrs["groups"] if inner_shuffle else 0, mode,
-                                             x_start, other_start),
-                            fused, sum(node_cost(n).flops for n in (convs[0], *parts) if n))
+                            (tail[-1] if tail else last).output, run, fused,
+                            sum(node_cost(n).flops for n in (convs[0], *parts) if n), strided_input=windowed)
                 if other and not produced(other):  # the step waits for the other input at the add or concat
                     deferred[(add or concat).name] = step
                 else:
@@ -219,7 +221,8 @@ class Network:
                     absorbed.update(fused)
                     self.steps.append(Step(node.name, "conv-maxpool", node.inputs, pool.output,
                                            self._conv_maxpool_step(node, params, bn, act, pool), fused,
-                                           flops + sum(node_cost(n).flops for n in (bn, act, pool) if n)))
+                                           flops + sum(node_cost(n).flops for n in (bn, act, pool) if n),
+                                           strided_input=True))
                     continue
                 # A channel shuffle after a fused relu/relu6 (or none) is stored by the kernel itself; after
                 # another activation it would run before that activation, which commutes with it anyway.
@@ -258,6 +261,10 @@ class Network:
         for index, step in enumerate(self.steps):
             for name in step.inputs:
                 last_reader[name] = index
+        # A channels-first input goes to the steps as a channels-last view when they all read such views
+        # themselves (a stem staging its input rows), saving the transposing copy, a pass over the input.
+        readers = [step for step in self.steps if self.input_name in step.inputs]
+        self._input_as_view = bool(readers) and all(step.strided_input for step in readers)
         self._release: list[tuple[str, ...]] = [() for _ in self.steps]
         for name, index in last_reader.items():
             if name != self.output_name:
@@ -288,12 +295,13 @@ class Network:
     def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool,
                     result_first: bool | None = None, shuffle_groups: int = 0, mode: str | None = None,
                     x_start: int = 0, other_start: int = 0):
-        """run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first`` is not None: the
-        result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise -> pointwise chain
-        in one kernel (numbaconv.fused_blocks) when the input has rows enough for every thread, else layer
-        by layer.  ``shuffle_groups``: a channel shuffle after the first convolution; ``mode`` 'concat': run(x,
+        """(run, windowed).  run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first``
+        is not None: the result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise ->
+        pointwise chain in one kernel (numbaconv.fused_blocks) when the input has rows enough for every
+        thread, else layer by layer.  ``shuffle_groups``: a channel shuffle after the first convolution; ``mode`` 'concat': run(x,
         kept) returns the result concatenated with kept instead (after it unless ``result_first``).  The
-        chain reads x's channels from ``x_start`` (kept's from ``other_start``): a split read in place."""
+        chain reads x's channels from ``x_start`` (kept's from ``other_start``): a split read in place.
+        windowed: the first convolution is a dense KxK one, whose kernel reads x through any strides."""
         from .fused_blocks import PreparedPointwiseDepthwisePointwise
         bn_params = [bn and params.get(bn.name) for bn in bns]
         folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]
@@ -312,7 +320,7 @@ class Network:
                     other_start)))
             if fused:
                 return fused(x, other)
-            x = x[..., x_start:x_start + c_in] if x.shape[-1] != c_in else x
+            x = x[..., x_start:x_start + c_in] if x.shape[-1] != c_in else _contiguous_channels_last(x)
             if joined == "interleave" and other.shape[-1] != c_out:
                 other = other[..., other_start:other_start + c_out]
             if not layers:
@@ -329,7 +337,7 @@ class Network:
             both[..., int(not result_first)::2], both[..., int(result_first)::2] = y, other
             return both
 
-        return run
+        return run, chain.window
 
     @staticmethod
     def _conv_maxpool_fits(conv: Node, act: Node | None, pool: Node) -> bool:
@@ -360,7 +368,7 @@ class Network:
                 return fused(x)
             if not layers:
                 layers.extend((self._conv_step(node, params, bn_params, act), _pool_step("maxpool", a, self.dtype)))
-            return layers[1](layers[0](x))
+            return layers[1](layers[0](_contiguous_channels_last(x)))
 
         return run
 
@@ -452,7 +460,9 @@ class Network:
             for cache in self._runner_caches:
                 cache.clear()
             self._threads = threads
-        values = {self.input_name: x if last else to_channels_last(x)}
+        if not last:
+            x = np.moveaxis(x, 1, -1) if self._input_as_view else to_channels_last(x)
+        values = {self.input_name: x}
         for step, release in zip(self.steps, self._release):
             start = time.perf_counter() if timed else 0.0
             values[step.output] = step.run(*(values[name] for name in step.inputs))
@@ -481,6 +491,13 @@ def _memoized(cache: dict, key: Any, make: Callable[[], Any]) -> Any:
             cache.clear()
         found = cache[key] = make()
     return found
+
+
+def _contiguous_channels_last(x: np.ndarray) -> np.ndarray:
+    """x (N, *spatial, C) C-contiguous: itself, or a copy by the layout kernels (a channels-last view of a
+    channels-first array is the transpose they copy fastest)."""
+    from .api import to_channels_last
+    return x if x.flags.c_contiguous else to_channels_last(np.moveaxis(x, -1, 1))
 
 
 def _clamp_bounds(act: Node | None):

@@ -229,11 +229,17 @@ def test_chain_with_a_windowed_first_stage(n, c_in, c_mid, c_out, k, stride, pad
     assert chain.output_shape(x_last.shape) == (n, *y.shape[2:], c_out)
     short = n * (y.shape[2] // MIN_BAND_ROWS) < threads and n < threads and chain.packed[0].shape[0] > 1
     assert chain.kernel_for(x_last.shape, threads) == ("parts" if short else "bands")
-    # a channels-last view of the NCHW array (not contiguous): copied, padded, read through offsets
+    # a channels-last view of the NCHW array (not contiguous): row bands stage its rows in place, parts read
+    # a padded copy
     assert_close(y, np.moveaxis(chain(x_last, threads=threads), -1, 1), 4 * scale, reduction)
     assert_close(y, np.moveaxis(chain(np.ascontiguousarray(x_last), threads=threads), -1, 1), 4 * scale, reduction)
     runner = chain.runner(x_last.shape, threads)
     assert_close(y, np.moveaxis(runner(np.ascontiguousarray(x_last)), -1, 1), 4 * scale, reduction)
+    if short:
+        with pytest.raises(nc.ConvSpecError, match="the runner takes"):
+            runner(x_last)
+    else:
+        assert_close(y, np.moveaxis(runner(x_last), -1, 1), 4 * scale, reduction)
 
 
 def _conv_maxpool_reference(x, w, b, spec, activation, pool):
@@ -265,9 +271,14 @@ def test_conv_maxpool_matches_reference(n, c_in, c_out, k, stride, padding, size
     fused = PreparedConvMaxPool(spec, w, b, activation, pool)
     x = rng.standard_normal((n, c_in, *size)).astype(dtype)
     expected, scale = _conv_maxpool_reference(x, w, b, spec, activation, pool)
-    x_last = np.moveaxis(x, 1, -1)  # a strided view: copied first
+    x_last = np.moveaxis(x, 1, -1)  # a strided view: its rows staged in place (planes interleaved for 3 channels)
     assert fused.output_shape(x_last.shape) == (n, *expected.shape[2:], c_out)
     assert_close(expected, np.moveaxis(fused(x_last, threads=threads), -1, 1), 4 * scale, c_in * k * k)
+    assert_close(expected, np.moveaxis(fused(np.ascontiguousarray(x_last), threads=threads), -1, 1), 4 * scale,
+                 c_in * k * k)
+    wide = np.zeros((n, *x_last.shape[1:3], c_in + 2), dtype)  # channels of a wider array: a third stride pattern
+    wide[..., 1:c_in + 1] = x_last
+    assert_close(expected, np.moveaxis(fused(wide[..., 1:c_in + 1], threads=threads), -1, 1), 4 * scale, c_in * k * k)
 
 
 def test_conv_maxpool_refuses_what_it_cannot_compute(rng):

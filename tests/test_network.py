@@ -32,6 +32,8 @@ def test_catalogue_model_matches_float64_reference(name, options, rng):
     assert "bn" not in [step.op for step in net.steps]
     # the stem runs fused with what follows it: MobileNet's first separable block, the others' max pooling
     assert net.steps[0].op == ("pw-dw-pw" if name.startswith("mobilenet") else "conv-maxpool")
+    # ... and reads the channels-first input through a channels-last view, no transposing copy first
+    assert net._input_as_view
     assert sum(len(step.fused) for step in net.steps) >= sum(node.op == "bn" for node in graph.nodes)
     # ShuffleNet v2's channel splits are read in place by the steps after them: no split step is left
     assert "split" not in [step.op for step in net.steps]
@@ -172,6 +174,9 @@ def test_onnx_graph_matches_onnxruntime(make, rng):
     y = net(x)
     assert y.shape == expected.shape
     assert relative_error(y, expected) < 1e-4
+    # the input goes in as a channels-last view only where every step reading it stages its rows (a windowed
+    # chain, a stem with its pool); here ShuffleNet's pool and the decoder's conv also read it
+    assert net._input_as_view == (make in (mobilenet_style, resnet_style))
     if make is shufflenet_style:  # the Reshape/Transpose/Reshape became one shuffle, folded into its conv
         shuffles = {n.name for n in net.graph.nodes if n.op == "shuffle"}
         assert shuffles and all(any(name in step.fused for step in net.steps if step.op in ("conv", "pw-dw-pw"))

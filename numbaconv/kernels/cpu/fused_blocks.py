@@ -15,7 +15,8 @@ numbaconv.packing.pack_pw_dw_pw (zero weights and bias: padded channels stay exa
 import numpy as np
 from numba import njit, prange
 
-from .simd import vadd, vclamp, vfma, vlanes, vload, vmax, vput, vsplat, vstore, vzip_high, vzip_low
+from .simd import (vadd, vclamp, vfma, vlanes, vload, vmax, vput, vsplat, vstore, vstore_interleaved3, vzip_high,
+                   vzip_low)
 
 PIXELS = 6  # pixels per pointwise block (6 x 2 vectors: 12 accumulators for AVX2's 16 registers)
 PIXELS3 = 4  # pixels per 3-vector block (4 x 3 vectors: 12 accumulators)
@@ -290,16 +291,59 @@ def store_rows(row_out, rows, OW, CO, n, oh0, out, on, oh_, ow_, residual, besid
                 out[target + c] = value
 
 
+@njit(cache=True)
+def stage_row(x, src, xw, xc, width, channels, stage, dst):
+    """stage[dst + w * channels + c] = x[src + w * xw + c * xc] for a row of ``width`` pixels: an input row
+    copied channels-last into a padded staging row.  A channels-last row is one contiguous run; three
+    planes (an NCHW image seen channels-last) are interleaved a vector of each at a time."""
+    lanes = vlanes(stage)
+    if xc == 1 and xw == channels:  # in vectors: Numba's slice assignment ran 2.7x slower
+        count = width * channels
+        i = 0
+        while i + lanes <= count:
+            vstore(stage, dst + i, vload(x, src + i))
+            i += lanes
+        for i in range(i, count):
+            stage[dst + i] = x[src + i]
+        return
+    w = 0
+    if channels == 3 and xw == 1:
+        while w + lanes <= width:
+            vstore_interleaved3(stage, dst + 3 * w, vload(x, src + w), vload(x, src + xc + w),
+                                vload(x, src + 2 * xc + w))
+            w += lanes
+    for w in range(w, width):
+        for c in range(channels):
+            stage[dst + w * channels + c] = x[src + w * xw + c * xc]
+
+
+@njit(cache=True)
+def stage_window(x, image, xh, xw, xc, top, H_in, W_in, C_in, stage, stage_rows, stage_row_size, left):
+    """Input rows top .. top + stage_rows - 1 of the image at x[image] into the staging buffer, row r at
+    stage[r * stage_row_size], ``left`` zero pixels before each row's first; rows outside the image zero."""
+    for r in range(stage_rows):
+        iy = top + r
+        dst = r * stage_row_size + left * C_in
+        if 0 <= iy < H_in:
+            stage_row(x, image + iy * xh, xw, xc, W_in, C_in, stage, dst)
+        else:
+            stage[dst:dst + W_in * C_in] = 0
+
+
 @njit(parallel=True, cache=True)
-def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expand_bias, taps, taps_bias, project,
+def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, expand_counts, expand_bias, taps,
+                       taps_bias, project,
                        project_sources, project_counts, project_bias, out, out_strides, residual, beside,
                        beside_strides, interleave, beside_channels, sizes, strides, pads, c_out, band_rows, group_rows,
                        clamps):
     """out = pointwise(depthwise(pointwise(x))) with each stage's bias and clamp; channels-last.
 
-    x         flat input from its first element; x_strides (n, h, w) in elements, channels contiguous
+    x         flat input from its first element; x_strides (n, h, w, c) in elements (c 1 unless staged)
+    stage_geometry  all zero for a pointwise first stage; for a dense KxK one, conv_maxpool_rows' ``conv``:
+              its input rows staged channels-last in a zero-padded buffer (any x layout, no padded copy)
     expand, expand_sources, expand_counts, expand_bias: the first pointwise stage by output blocks
-              (pointwise_pixels), its C_mid outputs padded to whole blocks: the ring's channels
+              (pointwise_pixels; a KxK stage's sources are offsets from a window's corner in the staging
+              buffer), its C_mid outputs padded to whole blocks: the ring's channels
     taps      (3, 3, C_mid) depthwise weights in the ring's channel order, taps_bias (C_mid,)
     project, project_sources, project_counts, project_bias: the last pointwise stage, reading ring
               channels (a channel shuffle between the stages is folded into its sources)
@@ -320,7 +364,9 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
     ph, pw = pads
     KH, KW, C = taps.shape
     CO = project.shape[0] * project.shape[2]
-    xn, xh, xw = x_strides
+    xn, xh, xw, xc = x_strides
+    H_in, W_in, C_in, conv_sh, conv_sw, conv_ph, conv_pw, stage_rows, stage_width = stage_geometry
+    stage_row_size = stage_width * C_in
     on, oh_, ow_ = out_strides
     bn_, bh, bw = beside_strides
     width = max(W + pw, (OW - 1) * sw + KW)  # padded row: zero columns on both sides
@@ -342,6 +388,7 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
         mid_at = np.arange(group_rows * OW) * CO
         window = np.empty(KH, np.int64)
         row_out = np.empty(group_rows * OW * CO, taps.dtype)
+        stage = np.zeros(stage_rows * stage_row_size, taps.dtype)  # padding columns stay zero
         for oh0 in range(first, last, group_rows):
             rows = min(group_rows, last - oh0)
             # The input rows this group reads that the ring lacks: consecutive, so one pointwise run.
@@ -356,7 +403,13 @@ def conv_pw_dw_pw_rows(x, x_strides, expand, expand_sources, expand_counts, expa
                     for w in range(W):
                         ring_at[count] = ((ih % span) * width + pw + w) * C
                         count += 1
-                if uniform:
+                if stage_rows:
+                    for r in range(hi - lo):
+                        stage_window(x, n * xn, xh, xw, xc, (lo + r) * conv_sh - conv_ph, H_in, W_in, C_in,
+                                     stage, stage_rows, stage_row_size, conv_pw)
+                        pointwise(stage, 0, conv_sw * C_in, W, expand, expand_sources, expand_counts, expand_bias,
+                                  ring, ring_at[r * W:], c1, low1, high1)
+                elif uniform:
                     pointwise(x, n * xn + lo * xh, xw, count, expand, expand_sources, expand_counts,
                               expand_bias, ring, ring_at, c1, low1, high1)
                 else:
@@ -449,24 +502,29 @@ def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, exp
 
 
 @njit(parallel=True, cache=True)
-def conv_maxpool_rows(x, x_strides, weights, sources, counts, bias, out, sizes, pool, c_out, band_rows, clamp, low,
-                      high):
-    """out = maxpool(clamp(conv(x) + bias)), channels-last: a network's stem and the pooling after it, the
+def conv_maxpool_rows(x, x_strides, conv, weights, sources, counts, bias, out, sizes, pool, c_out, band_rows, clamp,
+                      low, high):
+    """out = maxpool(clamp(conv(x) + bias)), channels-last out: a network's stem and the pooling after it, the
     convolution's output rows held in a ring (never in memory) while each pooled row reads its window.
 
-    x         flat input from its first element (already zero-padded for the convolution); x_strides (n, h, w):
-              elements between images, between the convolution's consecutive output rows and pixels (its
-              stride folded in), channels contiguous
+    x         flat input from its first element, unpadded, any layout: x_strides (n, h, w, c) in elements
+              (an NCHW image read through a channels-last view needs no copy first)
+    conv      (H_in, W_in, C_in, SH, SW, PH, PW, rows, Wp): the convolution's input size, stride, top and left
+              padding; each output row's window of ``rows`` input rows (dilation included) is staged
+              channels-last in a zero-padded buffer of Wp pixels per row (stage_row: the padded copy of
+              the whole input, a pass over memory, is never made)
     weights, sources, counts, bias: the convolution by output blocks (pointwise_pixels; sources are offsets
-              from a window's corner), its channels padded to whole blocks
+              from a window's corner in the staging buffer), its channels padded to whole blocks
     out       (N, OH, OW, c_out) flat; sizes (N, H, W, OH, OW): the convolution's H x W, the pooled OH x OW
     pool      (KH, KW, SH, SW, PH, PW): the pooling window, stride and padding (padded positions never win)
     band_rows pooled rows per job: a band recomputes the KH - SH convolution rows its neighbour also needs
     """
     N, H, W, OH, OW = sizes
     KH, KW, SH, SW, PH, PW = pool
+    H_in, W_in, C_in, conv_sh, conv_sw, conv_ph, conv_pw, stage_rows, stage_width = conv
     C = weights.shape[0] * weights.shape[2]
-    xn, xh, xw = x_strides
+    xn, xh, xw, xc = x_strides
+    stage_row_size = stage_width * C_in
     lanes = vlanes(bias)
     width = max(W + PW, (OW - 1) * SW + KW)  # a ring row: columns outside the map stay -inf
     bands = (OH + band_rows - 1) // band_rows
@@ -478,6 +536,7 @@ def conv_maxpool_rows(x, x_strides, weights, sources, counts, bias, out, sizes, 
         held = np.full(KH, -1, np.int64)
         ring_at = np.empty(W, np.int64)
         window = np.empty(KH, np.int64)
+        stage = np.zeros(stage_rows * stage_row_size, bias.dtype)  # padding columns stay zero
         for oh in range(first, last):
             for kh in range(KH):
                 ih = oh * SH - PH + kh
@@ -486,19 +545,29 @@ def conv_maxpool_rows(x, x_strides, weights, sources, counts, bias, out, sizes, 
                     slot = ih % KH
                     if held[slot] != ih:
                         held[slot] = ih
+                        stage_window(x, n * xn, xh, xw, xc, ih * conv_sh - conv_ph, H_in, W_in, C_in, stage,
+                                     stage_rows, stage_row_size, conv_pw)
                         for w in range(W):
                             ring_at[w] = (slot * width + PW + w) * C
-                        pointwise(x, n * xn + ih * xh, xw, W, weights, sources, counts, bias, ring, ring_at,
+                        pointwise(stage, 0, conv_sw * C_in, W, weights, sources, counts, bias, ring, ring_at,
                                   clamp, low, high)
                 window[kh] = slot * width * C
             row = ((n * OH + oh) * OW) * c_out
             for ow in range(OW):
                 column = ow * SW * C  # ring column ow * SW + kw holds input column ow * SW - PW + kw
                 for c in range(0, c_out, lanes):
-                    acc = vload(ring, window[0] + column + c)
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            acc = vmax(acc, vload(ring, window[kh] + column + kw * C + c))
+                    at = column + c
+                    if KW == 3:  # a tree per window row: 9 maxes in a row were a 9-deep latency chain (2.6x slower)
+                        acc = vmax(vmax(vload(ring, window[0] + at), vload(ring, window[0] + at + C)),
+                                   vload(ring, window[0] + at + 2 * C))
+                        for kh in range(1, KH):
+                            acc = vmax(acc, vmax(vmax(vload(ring, window[kh] + at), vload(ring, window[kh] + at + C)),
+                                                 vload(ring, window[kh] + at + 2 * C)))
+                    else:
+                        acc = vload(ring, window[0] + at)
+                        for kh in range(KH):
+                            for kw in range(KW):
+                                acc = vmax(acc, vload(ring, window[kh] + at + kw * C))
                     at = row + ow * c_out + c
                     if c + lanes <= c_out:
                         vstore(out, at, acc)
