@@ -256,16 +256,18 @@ def _conv_maxpool_reference(x, w, b, spec, activation, pool):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n,c_in,c_out,k,stride,padding,size,pool,activation,threads", [
-    (1, 3, 24, 3, 2, 1, (45, 38), ((3, 3), (2, 2), ((1, 1), (1, 1)), False), "relu", 2),   # ShuffleNet's stem
-    (2, 3, 64, 7, 2, 3, (33, 29), ((3, 3), (2, 2), ((1, 1), (1, 1)), False), "relu", 3),   # ResNet's stem
-    (3, 5, 13, 3, 1, 0, (17, 9), ((2, 2), (2, 2), ((0, 0), (0, 0)), True), None, 2),      # ceil mode, ragged C
-    (1, 2, 20, 3, 3, 1, (30, 31), ((3, 2), (2, 3), ((1, 1), (0, 0)), True), (-0.5, 0.5), 1),
-    (1, 1, 1, 1, 1, 0, (9, 9), ((3, 3), (4, 4), ((1, 1), (1, 1)), False), "relu6", 2),    # pool stride > window
+@pytest.mark.parametrize("n,c_in,c_out,k,stride,padding,size,pool,activation,threads,dilation", [
+    (1, 3, 24, 3, 2, 1, (45, 38), ((3, 3), (2, 2), ((1, 1), (1, 1)), False), "relu", 2, 1),   # ShuffleNet's stem
+    (2, 3, 64, 7, 2, 3, (33, 29), ((3, 3), (2, 2), ((1, 1), (1, 1)), False), "relu", 3, 1),   # ResNet's stem
+    (3, 5, 13, 3, 1, 0, (17, 9), ((2, 2), (2, 2), ((0, 0), (0, 0)), True), None, 2, 1),      # ceil mode, ragged C
+    (1, 2, 20, 3, 3, 1, (30, 31), ((3, 2), (2, 3), ((1, 1), (0, 0)), True), (-0.5, 0.5), 1, 1),
+    (1, 1, 1, 1, 1, 0, (9, 9), ((3, 3), (4, 4), ((1, 1), (1, 1)), False), "relu6", 2, 1),    # pool stride > window
+    (2, 3, 16, 3, (2, 1), "same", (23, 17), ((3, 3), (2, 2), ((1, 1), (1, 1)), False), "relu", 2, 1),  # uneven pads
+    (1, 4, 9, 3, 1, 2, (19, 21), ((3, 3), (2, 2), ((0, 0), (0, 0)), False), None, 2, 2),  # dilation 2
 ])
-def test_conv_maxpool_matches_reference(n, c_in, c_out, k, stride, padding, size, pool, activation, threads, dtype,
-                                        rng):
-    spec = nc.ConvSpec(2, c_in, c_out, k, stride, padding, bias=True)
+def test_conv_maxpool_matches_reference(n, c_in, c_out, k, stride, padding, size, pool, activation, threads, dilation,
+                                        dtype, rng):
+    spec = nc.ConvSpec(2, c_in, c_out, k, stride, padding, dilation, bias=True)
     w = (rng.standard_normal(spec.weight_shape) * 0.5).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype)
     fused = PreparedConvMaxPool(spec, w, b, activation, pool)
@@ -279,6 +281,8 @@ def test_conv_maxpool_matches_reference(n, c_in, c_out, k, stride, padding, size
     wide = np.zeros((n, *x_last.shape[1:3], c_in + 2), dtype)  # channels of a wider array: a third stride pattern
     wide[..., 1:c_in + 1] = x_last
     assert_close(expected, np.moveaxis(fused(wide[..., 1:c_in + 1], threads=threads), -1, 1), 4 * scale, c_in * k * k)
+    flipped = np.ascontiguousarray(x_last[:, ::-1])[:, ::-1]  # negative strides: copied first
+    assert_close(expected, np.moveaxis(fused(flipped, threads=threads), -1, 1), 4 * scale, c_in * k * k)
 
 
 def test_conv_maxpool_refuses_what_it_cannot_compute(rng):
