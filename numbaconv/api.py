@@ -20,6 +20,7 @@ from .kernels.cpu import simd_direct, simd_rows
 from .kernels.cpu.depthwise import (conv_depthwise, conv_depthwise3x3, conv_depthwise3x3_channels_first,
                                     conv_depthwise_channels_first)
 from .kernels.cpu.direct import conv_direct, conv_small_groups
+from .kernels.cpu.fused_blocks import conv_window_rows
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
 from .kernels.index import PADDING_MODE_CODES, element_strides, leading
@@ -97,7 +98,7 @@ _CLAMPING_KERNELS = ("simd", "small_groups", "subpixel", "depthwise")  # familie
 _NO_CLAMP = (False, 0.0, 0.0)
 # PreparedConv attributes that __getattr__ packs on first use, and the method that packs them.
 _PACKED_ON_FIRST_USE = {"packed": "_pack_simd", "bias": "_pack_simd", "rows_packed": "_pack_rows",
-                        "rows_bias": "_pack_rows", "rows_channel": "_pack_rows"}
+                        "rows_bias": "_pack_rows", "rows_channel": "_pack_rows", "window_packed": "_pack_window"}
 _EMPTY = {np.float32: np.zeros(0, np.float32), np.float64: np.zeros(0, np.float64)}  # "no residual" for the kernels
 
 
@@ -195,6 +196,9 @@ class PreparedConv:
         self.rows_packed, self.rows_bias, self.rows_channel = packing.pack_rows(
             self.spec, self.host_weight, self.host_bias, self.rows_channels, self.channel_dest)
 
+    def _pack_window(self) -> None:
+        self.window_packed = packing.pack_window_blocks(self.host_weight, self.host_bias, self.window_block)
+
     def __getattr__(self, name: str) -> Any:
         """The packed weights deferred by __init__, packed on first use."""
         pack = _PACKED_ON_FIRST_USE.get(name)
@@ -241,6 +245,20 @@ class PreparedConv:
         clamped = self.activation is None or (self.clamp[0] and self.kernel in _CLAMPING_KERNELS)
         lean = last and clamped and n and math.prod(result_shape)  # else the generic call, after the check
         x5_shape, clamp = (n, *_pad3(bound.in_spatial, 1), shape[-1]), self.clamp
+        if lean and self._takes_window(True, bound, residual):
+            weights, _, counts, bias = self.window_packed
+            geometry, offsets, band_rows = self._window_plan((n, *x5_shape[2:]), bound)
+            sizes = (n, *_pad2(out_spatial))
+
+            def run_window(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
+                mismatch(x, summand)
+                result = np.empty(result_shape, dtype)
+                x = np.ascontiguousarray(x)
+                conv_window_rows(x.reshape(-1), x_strides, geometry, weights, offsets, counts, bias,
+                                 result.reshape(-1), sizes, band_rows, *clamp)
+                return result
+            x_strides = (math.prod(x5_shape[2:]), x5_shape[3] * x5_shape[4], x5_shape[4], 1)
+            return run_window
         if lean and self.kernel == "simd" and (not self.shuffle_groups or self.shuffle_in_strides):
             _, before, after, calls, wide = self._simd_plan(shape, True, bound, residual, threads)
             padded, mode = any(before) or any(after), PADDING_MODE_CODES[self.spec.padding_mode]
@@ -347,6 +365,38 @@ class PreparedConv:
             return math.prod(bound.out_spatial) >= dispatch.ROWS_FLAT_MIN_BLOCKS * self.rows_width
         return bound.out_spatial[-1] >= self.rows_width
 
+    def _takes_window(self, last: bool, bound, residual: bool) -> bool:
+        """Whether channels-last input of this shape runs on the staged-window kernel (window_stem): not
+        with a residual (the SIMD kernel sums it in its epilogue), nor for rows narrower than a block."""
+        return self.window_stem and last and not residual and bound.out_spatial[-1] >= 6
+
+    def _run_window(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple) -> np.ndarray:
+        """conv_window_rows from x (N, H, W, C_in), any strides (an NCHW array seen channels-last is read in
+        place), into result (N, OH, OW, C_out)."""
+        from .fused_blocks import _element_strides
+        weights, _, counts, bias = self.window_packed
+        geometry, offsets, band_rows = self._window_plan(x.shape, bound)
+        flat, strides = _element_strides(x.reshape(x.shape[0], *_pad2(x.shape[1:-1]), x.shape[-1]))
+        conv_window_rows(flat, strides, geometry, weights, offsets, counts, bias, result.reshape(-1),
+                         (bound.batch, *_pad2(bound.out_spatial)), band_rows, *clamp)
+        return result
+
+    def _window_plan(self, shape: tuple, bound) -> tuple:
+        """(staging geometry, offsets, output rows per job) for conv_window_rows, once per input shape."""
+        threads = numba.get_num_threads()
+        key = ("window", shape, threads)
+        plan = self._simd_plans.get(key)
+        if plan is None:
+            from .fused_blocks import _staging
+            geometry, offsets = _staging(self.spec, bound, (shape[0], *_pad2(shape[1:-1]), shape[-1]),
+                                         self.window_packed[1], {})
+            rows = _pad2(bound.out_spatial)[0]
+            bands = max(1, min(rows, -(-dispatch.WINDOW_JOBS_PER_THREAD * threads // bound.batch)))
+            if len(self._simd_plans) >= _PLANS_KEPT:
+                self._simd_plans.clear()
+            plan = self._simd_plans[key] = (geometry, offsets, -(-rows // bands))
+        return plan
+
     def _wide_rows(self, last: bool, bound, residual: bool = False) -> int:
         """The padded input width when a stride-1 SIMD convolution runs over each image's output rows as one
         long row (0 otherwise).  Output pixel (h, w) of the padded input's flattened rows reads pixel
@@ -389,6 +439,8 @@ class PreparedConv:
             return result
         if self._takes_rows(last, bound):
             return self._run_rows(x, bound, result, clamp, residual)
+        if self._takes_window(last, bound, residual is not None):
+            return self._run_window(x, bound, result, clamp)
         if self.kernel == "simd":
             return self._run_simd(x, last, bound, result, clamp, residual)
         if self.kernel == "subpixel":
@@ -723,6 +775,11 @@ def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype:
         channel_dest=np.argsort(order).astype(np.int64),
         kernel_channels=padded_channels,
         writes_result_directly=padded_channels == spec.out_channels and not shuffle_groups)
+    # A stem over few channels, channels-last: its whole window as one reduction (conv_window_rows), stored
+    # straight into the result where its channels are a whole number of blocks.
+    block = packing.cheapest_block(spec.out_channels, 1, spec.in_channels * math.prod(spec.kernel_size), lanes)
+    layout.update(window_stem=(kernel is None and not shuffle_groups and dispatch.window_kernel_fits(spec, family)
+                               and spec.out_channels % block == 0), window_block=block)
     if kernel is None and dispatch.rows_kernel_fits(spec, family):
         channels, vectors = dispatch.rows_block(VECTOR_REGISTERS)
         layout.update(rows_kernel=getattr(simd_rows, f"conv_rows_r{channels}v{vectors}"), rows_channels=channels,

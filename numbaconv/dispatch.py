@@ -72,6 +72,18 @@ def rows_kernel_fits(spec: ConvSpec, family: str) -> bool:
     return spec.groups == 1 and spec.ndim <= 2 and spec.in_channels <= ROWS_MAX_IN_CHANNELS
 
 
+def window_kernel_fits(spec: ConvSpec, family: str) -> bool:
+    """Whether channels-last input of ``spec`` runs on kernels/cpu/fused_blocks.conv_window_rows: a dense
+    2D KxK convolution with zero padding over few input channels (a stem), whose per-kernel-row
+    reduction (KW * C_in, 9 for a 3x3 over RGB) is too short for the channel-vectorized kernel's loop."""
+    return (family == "simd" and spec.ndim == 2 and not spec.transposed and spec.groups == 1
+            and spec.padding_mode == "zeros" and spec.in_channels <= ROWS_MAX_IN_CHANNELS
+            and spec.kernel_size != (1, 1))
+
+
+WINDOW_JOBS_PER_THREAD = 4
+
+
 ROWS_JOBS_PER_THREAD = 4
 
 

@@ -183,8 +183,11 @@ def pack_window_blocks(weight: np.ndarray, bias: np.ndarray | None, block: int) 
     strides), counts (B,) and the bias (B * block,), output channels zero-padded to whole blocks of ``block``."""
     c_out = weight.shape[0]
     padded = -(-c_out // block) * block
-    flat = flatten_window(weight)
-    return (*_by_blocks(flat, c_out, padded, 1, flat.shape[1], lambda i: i, block),
+    flat = np.zeros((padded, math.prod(weight.shape[1:])), weight.dtype)  # dense: every block reads every input
+    flat[:c_out] = weight.transpose(0, 2, 3, 1).reshape(c_out, -1)
+    blocks, inputs = padded // block, flat.shape[1]
+    return (np.ascontiguousarray(flat.reshape(blocks, block, inputs).transpose(0, 2, 1)),
+            np.tile(np.arange(inputs, dtype=np.int64), (blocks, 1)), np.full(blocks, inputs, np.int64),
             _padded(bias, weight.dtype, padded))
 
 

@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per contender and case")
+    parser.add_argument("--min-rounds", type=int, default=7,
+                        help="rounds at least, whatever the budget (a batch-32 case gets 3-4 rounds in it, and one "
+                             "slow round then moves the median)")
     parser.add_argument("--out", default=str(ROOT / "perf" / "results"))
     args = parser.parse_args()
     import numba
@@ -118,7 +121,7 @@ def main() -> None:
             times = {k: [] for k in contenders}
             deadline = time.perf_counter() + args.seconds * len(contenders)
             rounds = 0
-            while rounds < 3 or (time.perf_counter() < deadline and rounds < 50):
+            while rounds < args.min_rounds or (time.perf_counter() < deadline and rounds < 50):
                 for k, f in contenders.items():
                     f()  # untimed: the previous runtime's idle threads settle
                     start = time.perf_counter()
@@ -126,7 +129,7 @@ def main() -> None:
                     times[k].append(time.perf_counter() - start)
                 rounds += 1
             med = {k: statistics.median(v) for k, v in times.items()}
-            row = {"model": name, "batch": batch, "gflop": flops / 1e9,
+            row = {"model": name, "batch": batch, "gflop": flops / 1e9, "rounds": rounds,
                    **{f"{k}_ms": 1e3 * v for k, v in med.items()},
                    **{f"{k}_per_s": batch / v for k, v in med.items()},
                    "numbaconv_gflops": flops / med["numbaconv"] / 1e9,
@@ -136,7 +139,9 @@ def main() -> None:
                   f"  torch {row['torch_ms']:9.2f}  vs torch {row['vs_torch']:.2f}x  vs ort {row['vs_onnxruntime']:.2f}x",
                   flush=True)
     lines = [f"Measured {time.strftime('%Y-%m-%d')}, {args.threads} threads each, float32, random weights, outputs "
-             f"checked against onnxruntime first. Ratios: peer time / numbaconv time (>1: numbaconv faster).", "",
+             f"checked against onnxruntime first; medians of {min(r['rounds'] for r in rows)}-"
+             f"{max(r['rounds'] for r in rows)} interleaved rounds. Ratios: peer time / numbaconv time (>1: numbaconv "
+             f"faster).", "",
              "| model | batch | GFLOP | numbaconv ms | onnxruntime ms | torch ms | images/s | GFLOP/s | vs torch | vs ort |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['gflop']:.2f} | {r['numbaconv_ms']:.2f} | {r['onnxruntime_ms']:.2f} | "

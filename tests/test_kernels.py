@@ -321,6 +321,47 @@ def test_channels_first_rows_kernel_matches_reference(nd, cin, cout, k, stride, 
     assert_close(expected, out, magnitude, w[0].size)
 
 
+@pytest.mark.parametrize("cin,cout,k,stride,padding,dilation,size,dtype,activation,takes_window", [
+    (3, 32, 3, 2, 1, 1, (37, 29), np.float32, "relu6", True),          # MobileNet's stem, odd map
+    (3, 64, 7, 2, 3, 1, (40, 33), np.float64, None, True),             # ResNet's stem, float64
+    (4, 24, 5, 1, "same", 2, (19, 23), np.float32, "relu", True),      # dilation, 'same'
+    (1, 16, 3, 3, 0, 1, (20, 31), np.float32, None, True),             # one channel, stride larger than the kernel
+    (2, 48, 3, (1, 2), ((2, 0), (1, 3)), 1, (12, 50), np.float32, None, True),  # uneven padding and strides
+    (3, 20, 3, 1, 1, 1, (9, 9), np.float32, None, False),              # 20 channels, not whole blocks: SIMD kernel
+    (3, 32, 3, 2, 1, 1, (9, 9), np.float32, None, False),              # output narrower than a block: SIMD kernel
+])
+def test_channels_last_window_kernel_matches_reference(cin, cout, k, stride, padding, dilation, size, dtype,
+                                                       activation, takes_window, rng):
+    """Few input channels, channels-last: each output row's window staged and reduced in one loop
+    (conv_window_rows) against the float64 oracle, from a contiguous array, a channels-last view of an NCHW
+    one (read in place), batch 1 and the runner; with a residual the SIMD kernel sums it."""
+    x = (rng.standard_normal((2, cin, *size)) + 0.1).astype(dtype)
+    w = (rng.standard_normal((cout, cin, k, k)) + 0.1).astype(dtype)
+    b = (rng.standard_normal(cout) + 0.1).astype(dtype)
+    spec = nc.ConvSpec(2, cin, cout, k, stride, padding, dilation, bias=True)
+    prepared = nc.prepare(spec, w, b, activation=activation)
+    bound = spec.bind(x.shape)
+    assert prepared._takes_window(True, bound, False) == takes_window
+    assert not prepared._takes_window(True, bound, True)
+    pads = list(zip(bound.pad_before, bound.pad_after))
+    expected = ref.conv(x, w, b, spec.stride, pads, spec.dilation)
+    magnitude = ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation)
+    if activation:
+        expected = np.clip(expected, 0, 6 if activation == "relu6" else np.inf)
+    expected, magnitude = np.moveaxis(expected, 1, -1), np.moveaxis(magnitude, 1, -1)
+    view = np.moveaxis(x, 1, -1)
+    for batch in (view, np.ascontiguousarray(view), view[1:]):
+        assert_close(expected[-len(batch):], prepared(batch, layout="NHWC"), magnitude[-len(batch):], w[0].size)
+    runner = prepared.runner(view.shape, "NHWC")
+    assert_close(expected, runner(np.ascontiguousarray(view)), magnitude, w[0].size)
+    summand = rng.standard_normal(expected.shape).astype(dtype)
+    with_residual = np.moveaxis(ref.conv(x, w, b, spec.stride, pads, spec.dilation), 1, -1) + summand
+    if activation:
+        with_residual = np.clip(with_residual, 0, 6 if activation == "relu6" else np.inf)
+    assert_close(with_residual, prepared(view, layout="NHWC", residual=summand), magnitude + np.abs(summand),
+                 w[0].size)
+
+
 @pytest.mark.parametrize("nd,cin,cout,groups,shuffle,size,dtype,activation,residual,takes_rows", [
     (2, 16, 40, 1, 0, (13, 17), np.float32, "relu6", True, True),    # C_out not a block multiple, residual
     (2, 48, 48, 3, 3, (14, 15), np.float32, None, False, True),       # grouped, ShuffleNet shuffle folded

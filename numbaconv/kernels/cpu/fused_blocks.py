@@ -502,6 +502,36 @@ def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, exp
 
 
 @njit(parallel=True, cache=True)
+def conv_window_rows(x, x_strides, conv, weights, sources, counts, bias, out, sizes, band_rows, clamp, low, high):
+    """out = clamp(conv(x) + bias), channels-last out, for a dense 2D convolution over few input channels (a
+    network's stem called alone): each output row's window of input rows is staged channels-last in a
+    zero-padded buffer (stage_window), then reduced over all KH * KW * C_in taps in one pointwise run
+    (pointwise_pixels), stored straight into the row.  A 3-channel 3x3 stem is then one 27-long loop
+    per register block, where the channel-vectorized kernel restarts a 9-long one per kernel row.
+
+    x, x_strides, conv, weights, sources, counts, bias: as in conv_maxpool_rows (any input layout)
+    out       (N, OH, OW, C) flat, C the packed channels (a whole number of blocks); sizes (N, OH, OW)
+    band_rows output rows per job
+    """
+    N, OH, OW = sizes
+    H_in, W_in, C_in, sh, sw, ph, pw, stage_rows, stage_width = conv
+    C = weights.shape[0] * weights.shape[2]
+    xn, xh, xw, xc = x_strides
+    stage_row_size = stage_width * C_in
+    bands = (OH + band_rows - 1) // band_rows
+    for job in prange(N * bands):
+        n = job // bands
+        first = (job % bands) * band_rows
+        stage = np.zeros(stage_rows * stage_row_size, bias.dtype)  # padding columns stay zero
+        out_at = np.arange(OW) * C
+        for oh in range(first, min(OH, first + band_rows)):
+            stage_window(x, n * xn, xh, xw, xc, oh * sh - ph, H_in, W_in, C_in, stage, stage_rows, stage_row_size,
+                         pw)
+            pointwise(stage, 0, sw * C_in, OW, weights, sources, counts, bias, out[(n * OH + oh) * OW * C:], out_at,
+                      clamp, low, high)
+
+
+@njit(parallel=True, cache=True)
 def conv_maxpool_rows(x, x_strides, conv, weights, sources, counts, bias, out, sizes, pool, c_out, band_rows, clamp,
                       low, high):
     """out = maxpool(clamp(conv(x) + bias)), channels-last out: a network's stem and the pooling after it, the
