@@ -20,6 +20,7 @@ from .kernels.cpu import simd_direct, simd_rows
 from .kernels.cpu.depthwise import (conv_depthwise, conv_depthwise3x3, conv_depthwise3x3_channels_first,
                                     conv_depthwise_channels_first)
 from .kernels.cpu.direct import conv_direct, conv_small_groups
+from .kernels.cpu.fused_blocks import PIXELS as WINDOW_BLOCK_PIXELS
 from .kernels.cpu.fused_blocks import conv_window_rows
 from .kernels.cpu.simd import VECTOR_BYTES, VECTOR_REGISTERS
 from .kernels.cpu.transposed import conv_transposed
@@ -368,7 +369,7 @@ class PreparedConv:
     def _takes_window(self, last: bool, bound, residual: bool) -> bool:
         """Whether channels-last input of this shape runs on the staged-window kernel (window_stem): not
         with a residual (the SIMD kernel sums it in its epilogue), nor for rows narrower than a block."""
-        return self.window_stem and last and not residual and bound.out_spatial[-1] >= 6
+        return self.window_stem and last and not residual and bound.out_spatial[-1] >= WINDOW_BLOCK_PIXELS
 
     def _run_window(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple) -> np.ndarray:
         """conv_window_rows from x (N, H, W, C_in), any strides (an NCHW array seen channels-last is read in
