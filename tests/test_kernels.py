@@ -614,3 +614,28 @@ def test_three_channel_images_copied_channels_last(shape, before, dtype, rng):
                 before[2]:before[2] + x5.shape[4]]
     np.testing.assert_array_equal(inner, np.moveaxis(x5, 1, -1))
     assert np.isnan(out).sum() == out.size - inner.size  # nothing written outside the interior
+
+
+@pytest.mark.parametrize("channels,size,padding,bias,activation,dtype", [
+    (16, (9, 13), 1, True, "relu6", np.float32),    # interior 13 wide: three 4-pixel steps and a 1-pixel tail
+    (24, (6, 7), 1, False, None, np.float32),       # no bias, interior of 7: one step and 3 tail pixels
+    (40, (5, 22), 0, True, "relu", np.float32),     # no padding: every row full height
+    (20, (8, 9), 1, True, None, np.float32),        # channels not whole vectors: the pair loop
+    (12, (7, 18), 1, True, None, np.float64),       # float64, 4 lanes: 12 channels are whole vectors
+])
+def test_channels_last_depthwise3x3_rows_match_reference(channels, size, padding, bias, activation, dtype, rng):
+    """The channels-last depthwise 3x3 at stride 1: row interiors along the row one channel vector at a
+    time (depthwise3x3_row), edges tap by tap, against the float64 oracle."""
+    x = (rng.standard_normal((2, channels, *size)) + 0.1).astype(dtype)
+    w = (rng.standard_normal((channels, 1, 3, 3)) + 0.1).astype(dtype)
+    b = (rng.standard_normal(channels) + 0.1).astype(dtype) if bias else None
+    spec = nc.ConvSpec(2, channels, channels, 3, 1, padding, groups=channels, bias=bias)
+    prepared = nc.prepare(spec, w, b, activation=activation)
+    assert prepared.depthwise3x3
+    pads = [(padding, padding)] * 2
+    expected = ref.conv(x, w, b, (1, 1), pads, (1, 1), channels)
+    magnitude = ref.conv(np.abs(x), np.abs(w), None if b is None else np.abs(b), (1, 1), pads, (1, 1), channels)
+    if activation:
+        expected = np.clip(expected, 0, 6 if activation == "relu6" else np.inf)
+    y = prepared(np.ascontiguousarray(np.moveaxis(x, 1, -1)), layout="NHWC")
+    assert_close(expected, np.moveaxis(y, -1, 1), magnitude, 9)
