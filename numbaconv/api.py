@@ -246,19 +246,17 @@ class PreparedConv:
         clamped = self.activation is None or (self.clamp[0] and self.kernel in _CLAMPING_KERNELS)
         lean = last and clamped and n and math.prod(result_shape)  # else the generic call, after the check
         x5_shape, clamp = (n, *_pad3(bound.in_spatial, 1), shape[-1]), self.clamp
-        if lean and self._takes_window(True, bound, residual):
+        if lean and self._takes_window(True, bound, residual):  # a 2D stem: shape is (N, H, W, C_in)
             weights, _, counts, bias = self.window_packed
-            geometry, offsets, band_rows = self._window_plan((n, *x5_shape[2:]), bound)
-            sizes = (n, *_pad2(out_spatial))
+            geometry, offsets, band_rows = self._window_plan(shape, bound)
+            x_strides = (shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1)
 
             def run_window(x: np.ndarray, summand: np.ndarray | None = None) -> np.ndarray:
                 mismatch(x, summand)
                 result = np.empty(result_shape, dtype)
-                x = np.ascontiguousarray(x)
-                conv_window_rows(x.reshape(-1), x_strides, geometry, weights, offsets, counts, bias,
-                                 result.reshape(-1), sizes, band_rows, *clamp)
+                conv_window_rows(np.ascontiguousarray(x).reshape(-1), x_strides, geometry, weights, offsets, counts,
+                                 bias, result.reshape(-1), (n, *out_spatial), band_rows, *clamp)
                 return result
-            x_strides = (math.prod(x5_shape[2:]), x5_shape[3] * x5_shape[4], x5_shape[4], 1)
             return run_window
         if lean and self.kernel == "simd" and (not self.shuffle_groups or self.shuffle_in_strides):
             _, before, after, calls, wide = self._simd_plan(shape, True, bound, residual, threads)
@@ -374,24 +372,22 @@ class PreparedConv:
     def _run_window(self, x: np.ndarray, bound, result: np.ndarray, clamp: tuple) -> np.ndarray:
         """conv_window_rows from x (N, H, W, C_in), any strides (an NCHW array seen channels-last is read in
         place), into result (N, OH, OW, C_out)."""
-        from .fused_blocks import _element_strides
         weights, _, counts, bias = self.window_packed
         geometry, offsets, band_rows = self._window_plan(x.shape, bound)
-        flat, strides = _element_strides(x.reshape(x.shape[0], *_pad2(x.shape[1:-1]), x.shape[-1]))
+        flat, strides = _element_strides(x)
         conv_window_rows(flat, strides, geometry, weights, offsets, counts, bias, result.reshape(-1),
-                         (bound.batch, *_pad2(bound.out_spatial)), band_rows, *clamp)
+                         (bound.batch, *bound.out_spatial), band_rows, *clamp)
         return result
 
     def _window_plan(self, shape: tuple, bound) -> tuple:
-        """(staging geometry, offsets, output rows per job) for conv_window_rows, once per input shape."""
+        """(staging geometry, offsets, output rows per job) for conv_window_rows and input ``shape`` (N, H, W,
+        C_in), once per shape and thread count."""
         threads = numba.get_num_threads()
         key = ("window", shape, threads)
         plan = self._simd_plans.get(key)
         if plan is None:
-            from .fused_blocks import _staging
-            geometry, offsets = _staging(self.spec, bound, (shape[0], *_pad2(shape[1:-1]), shape[-1]),
-                                         self.window_packed[1], {})
-            rows = _pad2(bound.out_spatial)[0]
+            geometry, offsets = packing.window_staging(self.spec, bound, shape, self.window_packed[1], {})
+            rows = bound.out_spatial[0]
             bands = max(1, min(rows, -(-dispatch.WINDOW_JOBS_PER_THREAD * threads // bound.batch)))
             if len(self._simd_plans) >= _PLANS_KEPT:
                 self._simd_plans.clear()
@@ -753,8 +749,9 @@ def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype:
         # (no scratch buffer, no gather pass); other shuffles go through a scratch buffer and a gather.
         shuffle_in_strides=family == "simd" and shuffle_groups == spec.groups > 1,
         _bound={},       # channels-first input shape -> BoundConv
-        _simd_plans={},  # (input shape, channels_last, residual, threads) -> _simd_plan's answer, and
-                         # ("subpixel", input shape, channels_last) -> _subpixel_plan's
+        _simd_plans={},  # (input shape, channels_last, residual, threads) -> _simd_plan's answer,
+                         # ("subpixel", input shape, channels_last) -> _subpixel_plan's, and
+                         # ("window", input shape, threads) -> _window_plan's
         _rows_plans={},  # (rows shape, output shape, threads) -> _rows_plan's answer
     )
     if family == "simd":
@@ -778,9 +775,10 @@ def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype:
         writes_result_directly=padded_channels == spec.out_channels and not shuffle_groups)
     # A stem over few channels, channels-last: its whole window as one reduction (conv_window_rows), stored
     # straight into the result where its channels are a whole number of blocks.
-    block = packing.cheapest_block(spec.out_channels, 1, spec.in_channels * math.prod(spec.kernel_size), lanes)
-    layout.update(window_stem=(kernel is None and not shuffle_groups and dispatch.window_kernel_fits(spec, family)
-                               and spec.out_channels % block == 0), window_block=block)
+    layout.update(window_stem=False)
+    if kernel is None and not shuffle_groups and dispatch.window_kernel_fits(spec, family):
+        block = packing.cheapest_block(spec.out_channels, 1, spec.in_channels * math.prod(spec.kernel_size), lanes)
+        layout.update(window_stem=spec.out_channels % block == 0, window_block=block)
     if kernel is None and dispatch.rows_kernel_fits(spec, family):
         channels, vectors = dispatch.rows_block(VECTOR_REGISTERS)
         layout.update(rows_kernel=getattr(simd_rows, f"conv_rows_r{channels}v{vectors}"), rows_channels=channels,
@@ -876,6 +874,31 @@ def _pad_channels_last(x5: np.ndarray, before: tuple, after: tuple, mode: int) -
     out = np.empty(shape, x5.dtype)
     cpu_layout.pad_channels_last(x5, out, *before, mode)
     return out
+
+
+def _flat_from_first(x: np.ndarray) -> np.ndarray:
+    """A 1D array starting at x's first element and reaching its last, sharing memory: x itself flattened
+    when contiguous, else a slice of its contiguous base (a channel slice of a larger array), else a
+    strided view."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    item = x.itemsize
+    extent = sum((size - 1) * stride // item for size, stride in zip(x.shape, x.strides)) + 1
+    base = x.base
+    if isinstance(base, np.ndarray) and base.flags.c_contiguous and base.dtype == x.dtype:
+        offset, remainder = divmod(x.__array_interface__["data"][0] - base.__array_interface__["data"][0], item)
+        if remainder == 0 and 0 <= offset and offset + extent <= base.size:
+            return base.reshape(-1)[offset:offset + extent]
+    return np.lib.stride_tricks.as_strided(x, (extent,), (item,))
+
+
+def _element_strides(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(x flat from its first element, its strides in elements): any view with non-negative strides that
+    are whole elements reads in place (an NCHW image seen channels-last), anything else is copied first."""
+    item = x.itemsize
+    if any(st < 0 or st % item for st in x.strides):
+        x = np.ascontiguousarray(x)
+    return _flat_from_first(x), tuple(st // item for st in x.strides)
 
 
 def _check_out(out: np.ndarray, shape: tuple, dtype: np.dtype) -> None:

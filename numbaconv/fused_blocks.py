@@ -19,7 +19,7 @@ import numpy as np
 from numba import get_num_threads
 
 from . import packing
-from .api import _CLAMPS, _pad_channels_last
+from .api import _CLAMPS, _element_strides, _flat_from_first, _pad_channels_last
 from .kernels.cpu.fused_blocks import conv_maxpool_rows, conv_pw_dw_pw_parts, conv_pw_dw_pw_rows
 from .spec import ConvSpec, ConvSpecError
 
@@ -137,11 +137,11 @@ class PreparedPointwiseDepthwisePointwise:
 
     def _plan(self, shape: tuple[int, ...], threads: int) -> tuple:
         """(output shape, worthwhile, kernel's integer arguments, the first stage's (pad before, pad after),
-        parts, staging) for an input shape, worked out once (a network calls each block with one shape, and binding
-        the spec cost more than a small block's kernel).  ``parts``: 0 for row bands, else how many parts
+        parts, staging) for an input shape, worked out once (a network calls each block with one shape, and
+        binding the spec cost more than a small block's kernel).  ``parts``: 0 for row bands, else how many parts
         of the expanded channels conv_pw_dw_pw_parts splits the work into (maps too short for a band of
         MIN_BAND_ROWS rows per thread); worthwhile: either applies; staging: a windowed first stage's
-        (geometry, offsets) when row bands stage its input rows (_staging), else None."""
+        (geometry, offsets) when row bands stage its input rows (packing.window_staging), else None."""
         key = (shape, threads)
         plan = self._plans.get(key)
         if plan is None:
@@ -158,8 +158,8 @@ class PreparedPointwiseDepthwisePointwise:
                     + group * ow * mid * self.dtype.itemsize > GROUP_BYTES:
                 group -= 1
             parts = 0 if worthwhile else _parts(n, self.packed[0].shape[0], threads)
-            stage = _staging(expand, first, shape, self.packed[1], self._offsets) if self.window and not parts \
-                else None
+            stage = (packing.window_staging(expand, first, shape, self.packed[1], self._offsets)
+                     if self.window and not parts else None)
             plan = ((n, oh, ow, c_out), worthwhile or bool(parts),
                     ((oh * ow * c_out, ow * c_out, c_out), (n, he, we, oh, ow), depthwise.stride,
                      bound.pad_before, c_out, band_rows, group), (first.pad_before, first.pad_after), parts, stage)
@@ -320,22 +320,6 @@ def _joined_layout(shape: tuple, concat: bool, result_first: bool, beside_channe
     return (*shape[:3], channels), (shape[1] * shape[2] * channels, shape[2] * channels, channels), interleave
 
 
-def _flat_from_first(x: np.ndarray) -> np.ndarray:
-    """A 1D array starting at x's first element and reaching its last, sharing memory: x itself flattened
-    when contiguous, else a slice of its contiguous base (a channel slice of a larger array), else a
-    strided view."""
-    if x.flags.c_contiguous:
-        return x.reshape(-1)
-    item = x.itemsize
-    extent = sum((size - 1) * stride // item for size, stride in zip(x.shape, x.strides)) + 1
-    base = x.base
-    if isinstance(base, np.ndarray) and base.flags.c_contiguous and base.dtype == x.dtype:
-        offset, remainder = divmod(x.__array_interface__["data"][0] - base.__array_interface__["data"][0], item)
-        if remainder == 0 and 0 <= offset and offset + extent <= base.size:
-            return base.reshape(-1)[offset:offset + extent]
-    return np.lib.stride_tricks.as_strided(x, (extent,), (item,))
-
-
 def _check_input(x, channels: int, dtype: np.dtype) -> None:
     if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[3] != channels or x.dtype != dtype:
         raise ConvSpecError(f"input must be a {dtype} array (N, H, W, {channels}) channels-last, got "
@@ -363,52 +347,15 @@ def _window_input(spec: ConvSpec, x: np.ndarray, before: tuple, after: tuple, in
                   memo: dict) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
     """(input, (n, h, w) strides, offsets) for a KxK first stage read through offsets: x (N, H, W, C) zero-
     padded by ``before``/``after`` (a copy) where needed; the strides step between the convolution's output
-    rows and pixels (its stride folded in); the offsets as in _window_offsets."""
+    rows and pixels (its stride folded in); the offsets as in packing.window_offsets."""
     if any(before) or any(after):
         x = _pad_channels_last(np.ascontiguousarray(x)[:, None], (0, *before), (0, *after), 0)[:, 0]
     n_stride, row, pixel = (st // x.itemsize for st in x.strides[:3])
-    return x, (n_stride, spec.stride[0] * row, spec.stride[1] * pixel), _window_offsets(spec, indices, row, pixel,
-                                                                                        memo)
-
-
-def _window_offsets(spec: ConvSpec, indices: np.ndarray, row: int, pixel: int, memo: dict) -> np.ndarray:
-    """The packed flat indices (kh * KW + kw) * C_in + c of a KxK first stage as element offsets from a
-    window's corner (kh * dh rows of ``row`` elements, kw * dw pixels of ``pixel``, c channels on),
-    remembered in ``memo``."""
-    offsets = memo.get((row, pixel))
-    if offsets is None:
-        tap, channel = np.divmod(indices, spec.in_channels)
-        kh, kw = np.divmod(tap, spec.kernel_size[1])
-        offsets = kh * spec.dilation[0] * row + kw * spec.dilation[1] * pixel + channel
-        if len(memo) >= 64:
-            memo.clear()
-        memo[(row, pixel)] = offsets
-    return offsets
+    offsets = packing.window_offsets(spec, indices, row, pixel, memo)
+    return x, (n_stride, spec.stride[0] * row, spec.stride[1] * pixel), offsets
 
 
 NO_STAGING = np.zeros(9, np.int64)  # a first stage whose input the kernel reads directly
-
-
-def _staging(spec: ConvSpec, bound, shape: tuple, indices: np.ndarray, memo: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(geometry, offsets) for a kernel that stages each output row's window of input rows channels-last in
-    a zero-padded buffer (kernels/cpu/fused_blocks.stage_window) instead of reading a padded copy of the
-    input: geometry (H_in, W_in, C_in, SH, SW, pad top, pad left, rows per window, buffer row pixels) for
-    input ``shape`` (N, H, W, C_in) of ``spec`` bound as ``bound``; offsets from a window's corner in the
-    buffer (_window_offsets)."""
-    (top, left), (_, right) = bound.pad_before, bound.pad_after
-    width, c_in = shape[2] + left + right, spec.in_channels
-    geometry = np.array((shape[1], shape[2], c_in, *spec.stride, top, left,
-                         (spec.kernel_size[0] - 1) * spec.dilation[0] + 1, width), np.int64)
-    return geometry, _window_offsets(spec, indices, width * c_in, c_in, memo)
-
-
-def _element_strides(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """(x flat from its first element, its strides in elements): any view with non-negative strides that
-    are whole elements reads in place (an NCHW image seen channels-last), anything else is copied first."""
-    item = x.itemsize
-    if any(st < 0 or st % item for st in x.strides):
-        x = np.ascontiguousarray(x)
-    return _flat_from_first(x), tuple(st // item for st in x.strides)
 
 
 def conv_maxpool_fits(spec: ConvSpec, activation, pool: tuple) -> str | None:
@@ -476,7 +423,7 @@ class PreparedConvMaxPool:
                                     f"{(h, w)} of input {shape}")
             n = shape[0]
             band_rows, worthwhile = _bands(n, oh, threads)
-            conv, offsets = _staging(self.spec, bound, shape, self.packed[1], self._offsets)
+            conv, offsets = packing.window_staging(self.spec, bound, shape, self.packed[1], self._offsets)
             plan = ((n, oh, ow, self.spec.out_channels), worthwhile, conv, offsets, (n, h, w, oh, ow),
                     (kh, kw, sh, sw, pads[0][0], pads[1][0]), band_rows)
             if len(self._plans) >= 64:

@@ -298,10 +298,11 @@ class Network:
         """(run, windowed).  run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first``
         is not None: the result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise ->
         pointwise chain in one kernel (numbaconv.fused_blocks) when the input has rows enough for every
-        thread, else layer by layer.  ``shuffle_groups``: a channel shuffle after the first convolution; ``mode`` 'concat': run(x,
-        kept) returns the result concatenated with kept instead (after it unless ``result_first``).  The
-        chain reads x's channels from ``x_start`` (kept's from ``other_start``): a split read in place.
-        windowed: the first convolution is a dense KxK one, whose kernel reads x through any strides."""
+        thread, else layer by layer.  ``shuffle_groups``: a channel shuffle after the first convolution;
+        ``mode`` 'concat': run(x, kept) returns the result concatenated with kept instead (after it unless
+        ``result_first``).  The chain reads x's channels from ``x_start`` (kept's from ``other_start``): a
+        split read in place.  windowed: the first convolution is a dense KxK one, whose kernel reads x
+        through any strides."""
         from .fused_blocks import PreparedPointwiseDepthwisePointwise
         bn_params = [bn and params.get(bn.name) for bn in bns]
         folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]

@@ -283,3 +283,32 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
         ring_taps_bias[ring_index] = np.asarray(taps_bias)[position]
     return (e_packed, e_sources, e_counts, _padded(expand_bias, dtype, mid), ring_taps, ring_taps_bias, p_packed,
             p_sources, p_counts, _padded(project_bias, dtype, out))
+
+
+def window_offsets(spec: ConvSpec, indices: np.ndarray, row: int, pixel: int, memo: dict) -> np.ndarray:
+    """The packed flat indices (kh * KW + kw) * C_in + c of a KxK first stage as element offsets from a
+    window's corner (kh * dh rows of ``row`` elements, kw * dw pixels of ``pixel``, c channels on),
+    remembered in ``memo``."""
+    offsets = memo.get((row, pixel))
+    if offsets is None:
+        tap, channel = np.divmod(indices, spec.in_channels)
+        kh, kw = np.divmod(tap, spec.kernel_size[1])
+        offsets = kh * spec.dilation[0] * row + kw * spec.dilation[1] * pixel + channel
+        if len(memo) >= 64:
+            memo.clear()
+        memo[(row, pixel)] = offsets
+    return offsets
+
+
+def window_staging(spec: ConvSpec, bound, shape: tuple, indices: np.ndarray,
+                   memo: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(geometry, offsets) for a kernel that stages each output row's window of input rows channels-last in
+    a zero-padded buffer (kernels/cpu/fused_blocks.stage_window) instead of reading a padded copy of the
+    input: geometry (H_in, W_in, C_in, SH, SW, pad top, pad left, rows per window, buffer row pixels) for
+    input ``shape`` (N, H, W, C_in) of ``spec`` bound as ``bound``; offsets from a window's corner in the
+    buffer (window_offsets)."""
+    (top, left), (_, right) = bound.pad_before, bound.pad_after
+    width, c_in = shape[2] + left + right, spec.in_channels
+    geometry = np.array((shape[1], shape[2], c_in, *spec.stride, top, left,
+                         (spec.kernel_size[0] - 1) * spec.dilation[0] + 1, width), np.int64)
+    return geometry, window_offsets(spec, indices, width * c_in, c_in, memo)
