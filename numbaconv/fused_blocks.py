@@ -20,6 +20,7 @@ from numba import get_num_threads
 
 from . import packing
 from .api import _CLAMPS, _element_strides, _flat_from_first, _pad_channels_last
+from .dispatch import is_pointwise
 from .kernels.cpu.fused_blocks import conv_maxpool_rows, conv_pw_dw_pw_parts, conv_pw_dw_pw_rows
 from .spec import ConvSpec, ConvSpecError
 
@@ -49,7 +50,7 @@ def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activat
             or any(p != (0, 0) for p in project.padding)):
         return "project must be a 2D 1x1 convolution, stride 1, no padding"
     if (expand.ndim != 2 or expand.transposed or expand.padding_mode != "zeros"
-            or (not _pointwise(expand) and expand.groups != 1)):
+            or (not is_pointwise(expand) and expand.groups != 1)):
         return ("expand must be a 2D 1x1 convolution (stride 1, no padding, any groups) or a dense 2D "
                 "convolution with zero padding")
     if shuffle_groups and expand.out_channels % shuffle_groups:
@@ -66,12 +67,6 @@ def chain_fits(expand: ConvSpec, depthwise: ConvSpec, project: ConvSpec, activat
     return None
 
 
-def _pointwise(spec: ConvSpec) -> bool:
-    """A 1x1 convolution, stride 1, no padding: the chain's first stage reads input pixels one to one."""
-    return (spec.kernel_size == (1, 1) and spec.stride == (1, 1) and not isinstance(spec.padding, str)
-            and all(p == (0, 0) for p in spec.padding))
-
-
 class PreparedPointwiseDepthwisePointwise:
     """project(depthwise(expand(x))) with each convolution's bias and activation, weights packed once; the
     pointwise stages may be grouped, with ``shuffle_groups`` a channel shuffle after the expansion
@@ -84,9 +79,11 @@ class PreparedPointwiseDepthwisePointwise:
     channel_shuffle(concat([a, result]), 2) of shape (N, OH, OW, 2 * C_out), in the same pass (``result_first``:
     concat([result, a])); a (N, OH, OW, C_out) may be a channel slice.  ``chain(x, concat_with=a)`` returns
     concat([a, result]) (ShuffleNet v1's downsampling unit; ``result_first``: concat([result, a])) for a (N, OH,
-    OW, C) with any C.  Weights in PyTorch order: expand (C_mid,
-    C_in/G1, 1, 1) (or (C_mid, C_in, KH, KW) for a dense first stage with its own stride and padding),
-    depthwise (C_mid, 1, 3, 3), project (C_out, C_mid/G2, 1, 1); biases (C,) or None.
+    OW, C) with any C.  ``chain(x, concat_pooled=True)`` does the same with a = avgpool(x) over the depthwise
+    stage's windows (its kernel, stride and padding; ``count_include_pad``), averaged in the final pass from
+    input rows still in cache: ShuffleNet v1's pooled tensor is never written.  Weights in PyTorch order:
+    expand (C_mid, C_in/G1, 1, 1) (or (C_mid, C_in, KH, KW) for a dense first stage with its own stride and
+    padding), depthwise (C_mid, 1, 3, 3), project (C_out, C_mid/G2, 1, 1); biases (C,) or None.
     """
 
     def __init__(self, specs: tuple[ConvSpec, ConvSpec, ConvSpec], weights: tuple, biases: tuple,
@@ -104,7 +101,7 @@ class PreparedPointwiseDepthwisePointwise:
         lanes = VECTOR_BYTES // self.dtype.itemsize
         # A dense KxK first stage is packed as a 1x1 over its window's inputs; each call turns their flat
         # indices into offsets from an output pixel's window corner (_window_input).
-        self.window = not _pointwise(specs[0])
+        self.window = not is_pointwise(specs[0])  # else the first stage reads pixels one to one
         expand, project = specs[0], specs[2]
         expand_inputs = (expand.in_channels // expand.groups) * expand.kernel_size[0] * expand.kernel_size[1]
         expand_block, group_slots = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes)
@@ -177,9 +174,11 @@ class PreparedPointwiseDepthwisePointwise:
         ``other`` is the (N, OH, OW, C_out) summand.  ``joined`` = (mode, other's shape, result_first) with
         mode 'interleave' or 'concat': ``other`` (C-contiguous, that shape) is stored beside the result as
         ``interleave_with``/``concat_with`` would, from its channel ``joined_start`` (interleave: C_out
-        channels; concat: all the rest).  A network calls each block with one shape: this leaves a few
-        microseconds of Python per call where __call__ spends ~25.  Each call checks the arrays' shapes and
-        dtypes (a mismatch is a ConvSpecError, never an out-of-bounds read)."""
+        channels; concat: all the rest); or ('pooled', count_include_pad, result_first): x's average over the
+        depthwise stage's windows is concatenated as ``concat_pooled`` would, and run(x) takes no other.  A
+        network calls each block with one shape: this leaves a few microseconds of Python per call where
+        __call__ spends ~25.  Each call checks the arrays' shapes and dtypes (a mismatch is a ConvSpecError,
+        never an out-of-bounds read)."""
         shape, c_in, dtype = tuple(shape), self.specs[0].in_channels, self.dtype
         if len(shape) != 4 or not 0 <= x_start <= shape[3] - c_in or (self.window and shape[3] != c_in):
             raise ConvSpecError(f"shape must be (N, H, W, C) with channels {x_start}..{x_start + c_in} inside it "
@@ -188,7 +187,15 @@ class PreparedPointwiseDepthwisePointwise:
                                                                        threads or get_num_threads())
         out_strides, c_out = arguments[0], arguments[4]
         beside, beside_strides, interleave, beside_channels, other_shape = self._empty, (0, 0, 0), 0, 0, None
-        if joined is not None:
+        pool_mode = 0
+        x_strides = (shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1)
+        if joined is not None and joined[0] == "pooled":
+            _, include_pad, result_first = joined
+            if residual or self.window:
+                raise ConvSpecError("joined ('pooled', ...) takes a pointwise first stage and no residual")
+            pool_mode, beside_strides, beside_channels = 1 if include_pad else 2, x_strides[:3], c_in
+            result_shape, out_strides, interleave = _joined_layout(result_shape, True, result_first, c_in)
+        elif joined is not None:
             mode, other_shape, result_first = joined
             other_shape = tuple(other_shape)
             beside_channels = c_out if mode == "interleave" else other_shape[3] - joined_start
@@ -204,7 +211,6 @@ class PreparedPointwiseDepthwisePointwise:
                                                                    beside_channels)
         elif residual:
             other_shape = result_shape
-        x_strides = (shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1)
         sources, window, empty, staged = self.packed[1], self.window, self._empty, stage is not None
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
@@ -225,14 +231,15 @@ class PreparedPointwiseDepthwisePointwise:
                 return result
             self._launch(flat, x_steps, x_sources, geometry, result.reshape(-1), out_strides,
                          other.reshape(-1) if residual else empty,
-                         other.reshape(-1)[joined_start:] if joined else beside, beside_strides, interleave,
-                         beside_channels, arguments, parts)
+                         flat if pool_mode else other.reshape(-1)[joined_start:] if joined else beside,
+                         beside_strides, interleave, beside_channels, arguments, parts, pool_mode)
             return result
         return run
 
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None, out: np.ndarray | None = None,
                  threads: int | None = None, interleave_with: np.ndarray | None = None,
-                 result_first: bool = False, concat_with: np.ndarray | None = None) -> np.ndarray:
+                 result_first: bool = False, concat_with: np.ndarray | None = None, concat_pooled: bool = False,
+                 count_include_pad: bool = True) -> np.ndarray:
         _check_input(x, self.specs[0].in_channels, self.dtype)
         item = x.itemsize
         shape, _, arguments, padding, parts, stage = self._plan(x.shape, threads or get_num_threads())
@@ -244,9 +251,16 @@ class PreparedPointwiseDepthwisePointwise:
                 x = np.ascontiguousarray(x)
             flat, x_strides = _flat_from_first(x), (*(st // item for st in x.strides[:3]), 1)
             expand_sources, geometry = self.packed[1], NO_STAGING
-        beside, beside_strides, interleave, beside_channels = self._empty, (0, 0, 0), 0, 0
+        beside, beside_strides, interleave, beside_channels, pool_mode = self._empty, (0, 0, 0), 0, 0, 0
         joined = concat_with if concat_with is not None else interleave_with
-        if joined is not None:  # a second input the final pass stores beside the result
+        if concat_pooled:  # x's own average over the depthwise windows, beside the result
+            if joined is not None or residual is not None or self.window:
+                raise ConvSpecError("concat_pooled takes a pointwise first stage and no residual, interleave_with "
+                                    "or concat_with")
+            beside, beside_strides, beside_channels = flat, x_strides[:3], x.shape[3]
+            pool_mode = 1 if count_include_pad else 2
+            shape, out_strides, interleave = _joined_layout(shape, True, result_first, beside_channels)
+        elif joined is not None:  # a second input the final pass stores beside the result
             concat, a = concat_with is not None, joined
             name = "concat_with" if concat else "interleave_with"
             if (residual is not None or (concat and interleave_with is not None) or not isinstance(a, np.ndarray)
@@ -270,7 +284,7 @@ class PreparedPointwiseDepthwisePointwise:
             return result
         self._launch(flat, x_strides, expand_sources, geometry, result.reshape(-1), out_strides,
                      residual.reshape(-1) if residual is not None else self._empty, beside, beside_strides,
-                     interleave, beside_channels, arguments, parts)
+                     interleave, beside_channels, arguments, parts, pool_mode)
         return result
 
     def _windowed_input(self, x: np.ndarray, padding: tuple, stage: tuple | None) -> tuple:
@@ -285,16 +299,17 @@ class PreparedPointwiseDepthwisePointwise:
 
     def _launch(self, x: np.ndarray, x_strides: tuple, expand_sources: np.ndarray, geometry: np.ndarray,
                 out: np.ndarray, out_strides: tuple, residual: np.ndarray, beside: np.ndarray, beside_strides: tuple,
-                interleave: int, beside_channels: int, arguments: tuple, parts: int) -> None:
+                interleave: int, beside_channels: int, arguments: tuple, parts: int, pool_mode: int = 0) -> None:
         """The kernel for a plan (_plan): row bands, or with ``parts`` the expanded channels split in parts
         whose projections a second pass sums (its partial sums allocated here).  x_strides (n, h, w, c);
-        geometry: the staging of a windowed first stage's rows (row bands only), else NO_STAGING."""
+        geometry: the staging of a windowed first stage's rows (row bands only), else NO_STAGING; pool_mode:
+        the kernels' (non-zero: beside is x, averaged over the depthwise windows)."""
         _, sizes, strides, pads, c_out, band_rows, group = arguments
         packed = self.packed
         if not parts:
             conv_pw_dw_pw_rows(x, x_strides, geometry, packed[0], expand_sources, *packed[2:], out, out_strides,
-                               residual, beside, beside_strides, interleave, beside_channels, sizes, strides, pads,
-                               c_out, band_rows, group, self.clamps)
+                               residual, beside, beside_strides, interleave, beside_channels, pool_mode, sizes,
+                               strides, pads, c_out, band_rows, group, self.clamps)
             return
         split = self._split.get(parts)
         if split is None:
@@ -307,8 +322,8 @@ class PreparedPointwiseDepthwisePointwise:
                            self.dtype)
         conv_pw_dw_pw_parts(x, x_strides[:3], packed[0], expand_sources, packed[2], packed[3], packed[4], packed[5],
                             part_project, part_sources, part_counts, part_bias, part_blocks, partial, out,
-                            out_strides, residual, beside, beside_strides, interleave, beside_channels, sizes,
-                            strides, pads, c_out, self.clamps)
+                            out_strides, residual, beside, beside_strides, interleave, beside_channels, pool_mode,
+                            sizes, strides, pads, c_out, self.clamps)
 
 
 def _joined_layout(shape: tuple, concat: bool, result_first: bool, beside_channels: int) -> tuple:

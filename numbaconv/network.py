@@ -19,6 +19,7 @@ import numpy as np
 from numba import get_num_threads
 
 from .api import apply_activation
+from .dispatch import is_pointwise
 from .graph import Graph, Node
 from .spec import ConvSpecError
 
@@ -154,6 +155,23 @@ class Network:
                 return None
             return convs, bns, acts, add, other, shuffle
 
+        def absorbable_pool(pool: Node | None, first: Node, depthwise: Node) -> Node | None:
+            """``pool`` when it is an average pooling of the chain's own input (from its first channel, all
+            of them) over the depthwise stage's windows (kernel, stride, padding), read by nothing else
+            and not yet run: the chain's final pass then averages x itself, and no pooled tensor exists."""
+            if pool is None or pool.op != "avgpool" or pool.inputs[0] != first.inputs[0] or produced(pool.output):
+                return None
+            spec, a = depthwise.attrs["spec"], pool.attrs
+            bound = spec.bind(depthwise.input_shapes[0])
+            if (sole_next(pool.output, ("concat",)) is None or channel_window(first.inputs[0])[1] != 0
+                    or first.input_shapes[0][1] != first.attrs["spec"].in_channels or a.get("ceil_mode", False)
+                    or not is_pointwise(first.attrs["spec"]) or tuple(a["kernel"]) != tuple(spec.kernel_size)
+                    or tuple(a["stride"]) != tuple(spec.stride)
+                    or tuple(map(tuple, a["padding"])) != tuple(zip(bound.pad_before, bound.pad_after))
+                    or tuple(pool.output_shape[2:]) != tuple(depthwise.output_shape[2:])):
+                return None
+            return pool
+
         def produced(name: str) -> bool:
             return name == graph.input.name or any(step.output == name for step in self.steps)
 
@@ -174,14 +192,18 @@ class Network:
                 # branch]), 2), or v1's downsampling concat([avgpool(x), branch]).
                 concat = sole_next(last.output, ("concat",)) if add is None else None
                 shuffle = concat and sole_next(concat.output, ("shuffle",))
-                result_first = mode = None
+                result_first = mode = pooled = None
                 if shuffle is not None and shuffle.attrs["groups"] == 2 and partner(concat, last.output):
                     other, mode = partner(concat, last.output), "interleave"
                 elif partner(concat, last.output, same_shape=False):
                     other, mode = partner(concat, last.output, same_shape=False), "concat"
+                    pool = absorbable_pool(producer.get(other), node, convs[1])
+                    if pool is not None:  # avgpool(x) beside the branch: averaged by the chain's final pass
+                        other, mode, pooled = None, "pooled", pool
                 if mode is not None:
                     result_first = concat.inputs[0] == last.output
-                tail = (concat, shuffle) if mode == "interleave" else (concat,) if mode == "concat" else ()
+                tail = (concat, shuffle) if mode == "interleave" else (concat,) if mode else ()
+                tail = (pooled, *tail) if mode == "pooled" else tail
                 parts = (*convs[1:], *bns, *acts, inner_shuffle, add, *tail)
                 fused = tuple(n.name for n in parts if n is not None)
                 absorbed.update(fused)
@@ -189,7 +211,7 @@ class Network:
                 other, other_start = channel_window(other) if other and mode == "interleave" else (other, 0)
                 run, windowed = self._chain_step(params, convs, bns, acts, add is not None, result_first,
                                                  inner_shuffle.attrs["groups"] if inner_shuffle else 0, mode,
-                                                 x_start, other_start)
+                                                 x_start, other_start, pooled and pooled.attrs)
                 step = Step(node.name, "pw-dw-pw", (source, *((other,) if other else ())),
                             (tail[-1] if tail else last).output, run, fused,
                             sum(node_cost(n).flops for n in (convs[0], *parts) if n), strided_input=windowed)
@@ -294,15 +316,16 @@ class Network:
 
     def _chain_step(self, params: dict, convs: list[Node], bns: list, acts: list, residual: bool,
                     result_first: bool | None = None, shuffle_groups: int = 0, mode: str | None = None,
-                    x_start: int = 0, other_start: int = 0):
+                    x_start: int = 0, other_start: int = 0, pool: dict | None = None):
         """(run, windowed).  run(x) (or run(x, summand) with ``residual``, run(x, kept) when ``result_first``
         is not None: the result and ``kept`` concatenated and shuffled in 2 groups): a pointwise -> depthwise ->
         pointwise chain in one kernel (numbaconv.fused_blocks) when the input has rows enough for every
         thread, else layer by layer.  ``shuffle_groups``: a channel shuffle after the first convolution;
         ``mode`` 'concat': run(x, kept) returns the result concatenated with kept instead (after it unless
-        ``result_first``).  The chain reads x's channels from ``x_start`` (kept's from ``other_start``): a
-        split read in place.  windowed: the first convolution is a dense KxK one, whose kernel reads x
-        through any strides."""
+        ``result_first``); 'pooled': run(x) returns it concatenated with avgpool(x) (``pool``: the average
+        pooling's attributes, over the depthwise stage's windows), averaged in the chain's final pass.  The
+        chain reads x's channels from ``x_start`` (kept's from ``other_start``): a split read in place.
+        windowed: the first convolution is a dense KxK one, whose kernel reads x through any strides."""
         from .fused_blocks import PreparedPointwiseDepthwisePointwise
         bn_params = [bn and params.get(bn.name) for bn in bns]
         folded = [self._folded(conv, params, bn) for conv, bn in zip(convs, bn_params)]
@@ -313,12 +336,14 @@ class Network:
         runners = self._runner_cache()
         c_in, c_out = convs[0].attrs["spec"].in_channels, convs[2].attrs["spec"].out_channels
         joined = (mode or "interleave") if result_first is not None else None
+        pooling = _pool_step("avgpool", pool, self.dtype) if mode == "pooled" else None
 
         def run(x: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
             fused = _memoized(runners, (x.shape, None if other is None else other.shape), lambda: (
                 chain.worthwhile((*x.shape[:3], c_in)) and chain.runner(
-                    x.shape, self._threads, residual, joined and (joined, other.shape, result_first), x_start,
-                    other_start)))
+                    x.shape, self._threads, residual,
+                    joined and (joined, pool.get("count_include_pad", True) if pooling else other.shape,
+                                result_first), x_start, other_start)))
             if fused:
                 return fused(x, other)
             x = x[..., x_start:x_start + c_in] if x.shape[-1] != c_in else _contiguous_channels_last(x)
@@ -332,7 +357,9 @@ class Network:
             y = layers[2](y, other) if residual else layers[2](y)
             if result_first is None:
                 return y
-            if mode == "concat":
+            if mode == "pooled":
+                other = pooling(x)
+            if mode in ("concat", "pooled"):
                 return np.concatenate([y, other] if result_first else [other, y], axis=-1)
             both = np.empty((*y.shape[:-1], 2 * y.shape[-1]), y.dtype)
             both[..., int(not result_first)::2], both[..., int(result_first)::2] = y, other

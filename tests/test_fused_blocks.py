@@ -201,6 +201,44 @@ def test_chain_stores_a_concat(kept_channels, result_first, n, rng):
         runner(x, kept)  # not C-contiguous
 
 
+@pytest.mark.parametrize("n,size,include_pad,result_first,threads,dtype,kernel", [
+    (2, (11, 9), True, False, 2, np.float32, "bands"),  # odd sizes: the last windows reach into the padding
+    (1, (5, 13), False, True, 2, np.float32, "parts"),  # padding not counted
+    (3, (7, 8), True, True, 1, np.float64, "bands"),
+    (2, (6, 12), False, False, 3, np.float32, "parts"),
+])
+def test_chain_stores_its_input_pooled_beside_the_result(n, size, include_pad, result_first, threads, dtype, kernel,
+                                                         rng):
+    """concat([avgpool(x), branch]) with the average taken in the final pass over the depthwise stage's
+    windows (ShuffleNet v1's downsampling unit with its pooling absorbed), against the float64 oracle."""
+    c_in = 27  # 3 vectors and a ragged tail of pooled channels
+    specs = (nc.ConvSpec(2, c_in, 48, 1, groups=3, bias=True),
+             nc.ConvSpec(2, 48, 48, 3, 2, 1, groups=48, bias=True),
+             nc.ConvSpec(2, 48, 30, 1, groups=3, bias=True))
+    weights = [rng.standard_normal(s.weight_shape).astype(dtype) for s in specs]
+    biases = [rng.standard_normal(s.out_channels).astype(dtype) for s in specs]
+    chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, ("relu", None, "relu"), shuffle_groups=3)
+    wide = rng.standard_normal((n, *size, c_in + 4)).astype(dtype)
+    x = wide[..., 4:]  # not contiguous: a channel slice
+    assert chain.kernel_for(x.shape, threads) == kernel
+    branch = chain(x, threads=threads)
+    attrs = {"kernel": (3, 3), "stride": (2, 2), "padding": ((1, 1), (1, 1)), "count_include_pad": include_pad}
+    pooled = np.moveaxis(ref._pool("avgpool", np.moveaxis(x.astype(np.float64), -1, 1), attrs,
+                                   (n, c_in, *branch.shape[1:3])), 1, -1)
+    expected = np.concatenate([branch, pooled] if result_first else [pooled, branch], axis=-1)
+    y = chain(x, concat_pooled=True, count_include_pad=include_pad, result_first=result_first, threads=threads)
+    assert_close(expected, y, np.abs(expected) + 1, 9)
+    side = slice(30, None) if result_first else slice(0, c_in)
+    np.testing.assert_array_equal(y[..., slice(0, 30) if result_first else slice(c_in, None)], branch)
+    runner = chain.runner(wide.shape, threads, joined=("pooled", include_pad, result_first), x_start=4)
+    np.testing.assert_array_equal(runner(wide), y)
+    assert np.abs(y[..., side]).max() > 0
+    with pytest.raises(nc.ConvSpecError, match="concat_pooled takes"):
+        chain(x, concat_pooled=True, concat_with=pooled.astype(dtype))
+    with pytest.raises(nc.ConvSpecError, match="the runner takes"):
+        runner(wide, wide)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n,c_in,c_mid,c_out,k,stride,padding,dilation,size,dw_stride,threads", [
     (1, 3, 32, 16, 3, 2, 1, 1, (29, 33), 1, 2),    # MobileNet's stem and first separable block

@@ -16,8 +16,8 @@ import numpy as np
 from numba import njit, prange
 
 from .depthwise import depthwise3x3_row
-from .simd import (vadd, vclamp, vfma, vlanes, vload, vmax, vput, vsplat, vstore, vstore_interleaved3, vzip_high,
-                   vzip_low)
+from .simd import (vadd, vclamp, vfma, vlanes, vload, vmax, vput, vscale, vsplat, vstore, vstore_interleaved3,
+                   vzeros, vzip_high, vzip_low)
 
 PIXELS = 6  # pixels per pointwise block (6 x 2 vectors: 12 accumulators for AVX2's 16 registers)
 PIXELS3 = 4  # pixels per 3-vector block (4 x 3 vectors: 12 accumulators)
@@ -194,11 +194,40 @@ def pointwise_pixels3(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at
 
 
 @njit(cache=True)
+def average_window(x, image, xh, xw, oh, ow, channels, pool, out, at):
+    """out[at + c] = the mean of x[image + ih * xh + iw * xw + c] over output pixel (oh, ow)'s window, for
+    c < channels: ShuffleNet v1's avgpool(x) beside its branch, read from the rows the chain has just
+    expanded (still in cache) instead of a pooled tensor written and read back.  pool = (mode, H, W, SH,
+    SW, PH, PW, KH, KW): mode 1 divides by the whole window (padding counted), 2 by its part inside the
+    H x W image."""
+    mode, H, W, sh, sw, ph, pw, KH, KW = pool
+    top, left = oh * sh - ph, ow * sw - pw
+    h0, h1, w0, w1 = max(0, top), min(H, top + KH), max(0, left), min(W, left + KW)
+    scale = 1.0 / (KH * KW if mode == 1 else (h1 - h0) * (w1 - w0))
+    lanes = vlanes(out)
+    c = 0
+    while c + lanes <= channels:
+        total = vzeros(out)
+        for ih in range(h0, h1):
+            for iw in range(w0, w1):
+                total = vadd(total, vload(x, image + ih * xh + iw * xw + c))
+        vstore(out, at + c, vscale(total, scale))
+        c += lanes
+    for c in range(c, channels):
+        value = 0.0
+        for ih in range(h0, h1):
+            for iw in range(w0, w1):
+                value += x[image + ih * xh + iw * xw + c]
+        out[at + c] = value * scale
+
+
+@njit(cache=True)
 def store_rows(row_out, rows, OW, CO, n, oh0, out, on, oh_, ow_, residual, beside, bn_, bh, bw, interleave,
-               beside_channels, c_out, c3, low3, high3):
+               beside_channels, c_out, c3, low3, high3, pool):
     """The final pass of both chain kernels: ``rows`` projected output rows (row_out, pixels CO apart) from
     row oh0 of image n to ``out`` (strides on, oh_, ow_): the real c_out channels with the residual (when
-    not empty) and the last clamp, or stored beside ``beside`` (see conv_pw_dw_pw_rows' interleave)."""
+    not empty) and the last clamp, or stored beside ``beside`` (see conv_pw_dw_pw_rows' interleave); with
+    pool[0] a concat stores beside's average over each output pixel's window (average_window)."""
     lanes = vlanes(row_out)
     has_residual = residual.shape[0] > 0
     for r in range(rows):  # the real channels out, with the skip connection and the last clamp
@@ -209,6 +238,9 @@ def store_rows(row_out, rows, OW, CO, n, oh0, out, on, oh_, ow_, residual, besid
             if interleave >= 3:  # a concat: beside's channels copied, then the result's as usual
                 other = n * bn_ + (oh0 + r) * bh + ow * bw
                 kept_at = target if interleave == 3 else target + c_out
+                if pool[0]:
+                    average_window(beside, n * bn_, bh, bw, oh0 + r, ow, beside_channels, pool, out, kept_at)
+                    c = beside_channels
                 while c + lanes <= beside_channels:
                     vstore(out, kept_at + c, vload(beside, other + c))
                     c += lanes
@@ -298,8 +330,8 @@ def stage_window(x, image, xh, xw, xc, top, H_in, W_in, C_in, stage, stage_rows,
 def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, expand_counts, expand_bias, taps,
                        taps_bias, project,
                        project_sources, project_counts, project_bias, out, out_strides, residual, beside,
-                       beside_strides, interleave, beside_channels, sizes, strides, pads, c_out, band_rows, group_rows,
-                       clamps):
+                       beside_strides, interleave, beside_channels, pool_mode, sizes, strides, pads, c_out, band_rows,
+                       group_rows, clamps):
     """out = pointwise(depthwise(pointwise(x))) with each stage's bias and clamp; channels-last.
 
     x         flat input from its first element; x_strides (n, h, w, c) in elements (c 1 unless staged)
@@ -317,6 +349,9 @@ def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, exp
               channel c, 2c (2c + 1) beside's; with 3 (4) the plain concat of beside's beside_channels and
               the result (ShuffleNet v1's downsampling unit); beside is flat from its first element,
               beside_strides (n, h, w)
+    pool_mode with a concat, 0: beside stored as it is; 1 (2): beside is the chain's input, and its
+              average over the depthwise stage's window is stored (padding counted (not counted) in the
+              divisor): avgpool(x) beside the branch, never written to memory
     sizes     (N, H, W, OH, OW); strides, pads: the depthwise stage's (sh, sw), (top, left)
     c_out     the real output channels
     band_rows output rows per job; group_rows: output rows computed together (narrow maps: the pointwise
@@ -345,6 +380,7 @@ def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, exp
     # projection itself, not copied from a row buffer by store_rows: a pass less.  (A residual added in the
     # projection's epilogue, read a block of channels at a time, made ShuffleNet v1's units 7-12% slower.)
     direct = interleave == 0 and CO == c_out and residual.shape[0] == 0
+    pool = (pool_mode, H, W, sh, sw, ph, pw, KH, KW)
     for job in prange(N * bands):
         n = job // bands
         first = (job % bands) * band_rows
@@ -401,14 +437,14 @@ def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, exp
             pointwise(mid, 0, C, rows * OW, project, project_sources, project_counts, project_bias, row_out,
                       mid_at, False, 0.0, 0.0)
             store_rows(row_out, rows, OW, CO, n, oh0, out, on, oh_, ow_, residual, beside, bn_, bh, bw, interleave,
-                       beside_channels, c_out, c3, low3, high3)
+                       beside_channels, c_out, c3, low3, high3, pool)
 
 
 @njit(parallel=True, cache=True)
 def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, expand_bias, taps, taps_bias,
                         part_project, part_sources, part_counts, part_bias, part_blocks, partial, out, out_strides,
-                        residual, beside, beside_strides, interleave, beside_channels, sizes, strides, pads, c_out,
-                        clamps):
+                        residual, beside, beside_strides, interleave, beside_channels, pool_mode, sizes, strides, pads,
+                        c_out, clamps):
     """conv_pw_dw_pw_rows for maps too short for row bands (a 7x7 map at batch 1): a job owns one image and
     one part of the expanded channels (``part_blocks`` expansion blocks) and runs all three stages over the
     whole image for them: its expanded channels (a zero-bordered image buffer), their depthwise outputs,
@@ -435,6 +471,7 @@ def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, exp
     c2, low2, high2 = clamps[1, 0] != 0, clamps[1, 1], clamps[1, 2]
     c3, low3, high3 = clamps[2, 0] != 0, clamps[2, 1], clamps[2, 2]
     uniform = xh == W * xw
+    pool = (pool_mode, H, W, sh, sw, ph, pw, KH, KW)
     for job in prange(N * S):
         n = job // S
         part = job % S
@@ -474,7 +511,7 @@ def conv_pw_dw_pw_parts(x, x_strides, expand, expand_sources, expand_counts, exp
         for part in range(1, S):
             row_out += partial[part, n, oh * OW * CO:(oh + 1) * OW * CO]
         store_rows(row_out, 1, OW, CO, n, oh, out, on, oh_, ow_, residual, beside, bn_, bh, bw, interleave,
-                   beside_channels, c_out, c3, low3, high3)
+                   beside_channels, c_out, c3, low3, high3, pool)
 
 
 @njit(parallel=True, cache=True)
