@@ -282,6 +282,8 @@ class PreparedPointwiseDepthwisePointwise:
         result = out if out is not None else np.empty(shape, self.dtype)
         if result.size == 0:
             return result
+        if residual is not None and out is not None and np.shares_memory(residual, out):
+            residual = residual.copy()  # the projection may store a pixel before it reads that pixel's residual
         self._launch(flat, x_strides, expand_sources, geometry, result.reshape(-1), out_strides,
                      residual.reshape(-1) if residual is not None else self._empty, beside, beside_strides,
                      interleave, beside_channels, arguments, parts, pool_mode)

@@ -5,6 +5,8 @@ import pytest
 import numbaconv as nc
 from numbaconv.fused_blocks import (MIN_BAND_ROWS, PreparedConvMaxPool, PreparedPointwiseDepthwisePointwise,
                                    chain_fits)
+from numbaconv.kernels.cpu.fused_blocks import RESIDUAL_MIN_REDUCTION
+from numbaconv.kernels.cpu.simd import VECTOR_BYTES
 
 from . import reference as ref
 from .conftest import assert_close
@@ -42,6 +44,8 @@ def _chain_reference(x_nchw, weights, biases, stride, activations, residual=None
     (1, 16, 40, 12, (6, 5), 1, ("relu6", "relu6", None), 2),     # a short map: parts of the expanded channels
     (1, 9, 72, 11, (7, 7), 1, ("relu", None, None), 3),         # 7x7 at batch 1, three parts
     (1, 8, 48, 24, (1, 5), 2, ("relu6", "relu6", None), 2),     # 3-vector blocks on a 3-pixel run
+    (2, 16, 48, 32, (13, 10), 1, ("relu6", None, "relu"), 2),   # the residual added by the projection itself
+    (1, 16, 24, 32, (9, 9), 1, ("relu6", None, "relu"), 2),     # ... not over a reduction this short
 ])
 def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activations, threads, dtype, rng):
     specs = (nc.ConvSpec(2, c_in, c_mid, 1, bias=True),
@@ -57,6 +61,9 @@ def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activation
     expansion_blocks = chain.packed[0].shape[0]
     if c_out == 24:  # no padding: 3-vector blocks (pointwise_pixels3), as MobileNetV2's 24-channel projections
         assert chain.packed[6].shape[0] * chain.packed[6].shape[2] == 24
+    if c_out == 32:  # 2-vector blocks: the kernel adds a residual in the projection over c_mid-long reductions
+        assert chain.packed[6].shape[2] == 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+        assert (chain.packed[6].shape[1] >= RESIDUAL_MIN_REDUCTION) == (c_mid >= RESIDUAL_MIN_REDUCTION)
     assert chain.kernel_for(shape, threads) == ("parts" if short and n < threads and expansion_blocks > 1 else "bands")
     expected, scale = _chain_reference(x, weights, biases, stride, activations)
     reduction = c_in + 9 + c_mid
@@ -73,6 +80,9 @@ def test_chain_matches_reference(n, c_in, c_mid, c_out, size, stride, activation
     wide = np.ascontiguousarray(wide)
     runner = chain.runner(wide.shape, threads, residual=True, x_start=3)
     assert_close(expected, np.moveaxis(runner(wide, residual), -1, 1), 4 * scale, reduction)
+    in_place = residual.copy()  # the output written over the residual
+    assert chain(wide[..., 3:], residual=in_place, out=in_place, threads=threads) is in_place
+    assert_close(expected, np.moveaxis(in_place, -1, 1), 4 * scale, reduction)
     # Rows that do not continue one pixel stride (a spatially strided view) take one run per row.
     sparse = np.zeros((n, size[0], 2 * size[1], c_in), dtype)
     sparse[:, :, ::2] = np.moveaxis(x, 1, -1)
