@@ -104,12 +104,19 @@ class PreparedPointwiseDepthwisePointwise:
         self.window = not is_pointwise(specs[0])  # else the first stage reads pixels one to one
         expand, project = specs[0], specs[2]
         expand_inputs = (expand.in_channels // expand.groups) * expand.kernel_size[0] * expand.kernel_size[1]
-        expand_block, group_slots = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes)
-        self.packed = packing.pack_pw_dw_pw(
-            weights[0], biases[0], weights[1], biases[1], weights[2], biases[2], expand_block, expand.groups,
-            project.groups, shuffle_groups,
-            packing.cheapest_block(project.out_channels, project.groups, project.in_channels // project.groups, lanes),
-            group_slots)
+        project_block = packing.cheapest_block(project.out_channels, project.groups,
+                                               project.in_channels // project.groups, lanes)
+
+        def packed(tails: bool) -> tuple:
+            layout = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes, tails)
+            return packing.pack_pw_dw_pw(weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
+                                         layout[0], expand.groups, project.groups, shuffle_groups, project_block,
+                                         *layout[1:])
+        self.packed = packed(False)
+        # The band kernel may take the expansion in two block widths (packing.expansion_layout's tail); the
+        # parts kernel and a windowed first stage (staged rows) take one.
+        tailed = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes)[2]
+        self.banded = packed(True) if tailed and not self.window else self.packed
         self._offsets: dict = {}  # (row, pixel stride) -> the first stage's input offsets
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
         self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel
@@ -148,7 +155,7 @@ class PreparedPointwiseDepthwisePointwise:
             bound = depthwise.bind((shape[0], depthwise.in_channels, he, we))
             n, (oh, ow) = shape[0], bound.out_spatial
             band_rows, worthwhile = _bands(n, oh, threads)
-            c_out, mid = project.out_channels, self.packed[4].shape[2]
+            c_out, mid = project.out_channels, self.banded[4].shape[2]
             width = max(we + bound.pad_before[1], (ow - 1) * depthwise.stride[1] + 3)
             group = max(1, min(band_rows, -(-GROUP_PIXELS // ow)))
             while group > 1 and ((group - 1) * depthwise.stride[0] + 4) * width * mid * self.dtype.itemsize \
@@ -309,7 +316,10 @@ class PreparedPointwiseDepthwisePointwise:
         _, sizes, strides, pads, c_out, band_rows, group = arguments
         packed = self.packed
         if not parts:
-            conv_pw_dw_pw_rows(x, x_strides, geometry, packed[0], expand_sources, *packed[2:], out, out_strides,
+            banded = self.banded
+            if banded is not packed:  # its own first-stage sources (a pointwise first stage's channels)
+                expand_sources = banded[1]
+            conv_pw_dw_pw_rows(x, x_strides, geometry, banded[0], expand_sources, *banded[2:], out, out_strides,
                                residual, beside, beside_strides, interleave, beside_channels, pool_mode, sizes,
                                strides, pads, c_out, band_rows, group, self.clamps)
             return

@@ -207,27 +207,36 @@ def cheapest_block(channels: int, groups: int, per_group_in: int, lanes: int) ->
     return min((3 * lanes, 2 * lanes), key=lambda block: _block_work(channels, groups, per_group_in, block))
 
 
-def expansion_layout(channels: int, groups: int, per_group_in: int, lanes: int) -> tuple[int, int]:
-    """(block, ring channels per group, 0 for none) for a chain's expansion: as cheapest_block, but a grouped
+def expansion_layout(channels: int, groups: int, per_group_in: int, lanes: int,
+                     tails: bool = True) -> tuple[int, int, int]:
+    """(block, ring channels per group or 0, tail) for a chain's expansion: as cheapest_block, but a grouped
     expansion may also give each group a whole number of blocks in the ring (zero channels after each
     group's outputs), so that no block straddles two groups.  ShuffleNet v1 g=3: groups of 20 outputs in
     blocks of 24 compute 72 channels from 80 inputs each, where blocks of 16 straddling the groups
-    computed 64 channels from 80 or 160."""
+    computed 64 channels from 80 or 160.  Or, where no block width fits, each group's outputs as blocks of
+    3 vectors then ``tail`` channels in blocks of 2 (pack_pw_dw_pw's ``tail``): groups of 40 as 24 + 16
+    compute no padding (1.17x faster than 128 channels with one block straddling two groups).  ``tails``:
+    whether that layout may be chosen (only conv_pw_dw_pw_rows takes it)."""
     per_group_out = channels // groups
     options = []
     for block in (3 * lanes, 2 * lanes):
-        options.append((_block_work(channels, groups, per_group_in, block), -(-channels // block) * block, block, 0))
+        options.append((_block_work(channels, groups, per_group_in, block), -(-channels // block) * block, block, 0,
+                        0))
         if groups > 1 and per_group_out % block:
             slots = -(-per_group_out // block) * block
-            options.append((groups * slots * per_group_in, groups * slots, block, slots))
-    _, _, block, slots = min(options, key=lambda option: option[:2])
-    return block, slots
+            options.append((groups * slots * per_group_in, groups * slots, block, slots, 0))
+    tail = next((t for t in range(2 * lanes, per_group_out - 3 * lanes + 1, 2 * lanes)
+                 if (per_group_out - t) % (3 * lanes) == 0), 0)
+    if tail and tails:  # compared last, so that a single block width computing as little wins a tie
+        options.append((channels * per_group_in, channels, 3 * lanes, 0, tail))
+    _, _, block, slots, tail = min(options, key=lambda option: option[:2])
+    return block, slots, tail
 
 
 def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.ndarray, taps_bias: np.ndarray | None,
                   project: np.ndarray, project_bias: np.ndarray | None, block: int, expand_groups: int = 1,
                   project_groups: int = 1, shuffle_groups: int = 0,
-                  project_block: int | None = None, group_slots: int = 0) -> tuple[np.ndarray, ...]:
+                  project_block: int | None = None, group_slots: int = 0, tail: int = 0) -> tuple[np.ndarray, ...]:
     """The weights of a pointwise -> (shuffle) -> depthwise -> pointwise chain for kernels/cpu/fused_blocks.py.
 
     expand (C_mid, C_in/G1, 1, 1) or a dense (C_mid, C_in, KH, KW) (flatten_window: its sources are then flat
@@ -241,7 +250,10 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
     block), sources (ring channels), counts, bias (P,).  The ring between the stages holds the expansion's
     channels in their own order, so each expansion block reads only its groups' inputs; the shuffle
     becomes the order of the depthwise weights and of the sources each projection block reads.  Padding
-    is zero, so padded channels stay exactly zero through every stage.
+    is zero, so padded channels stay exactly zero through every stage.  Then the expansion's ``tail``
+    (expansion_layout), always present: (T, KE, 2 * block / 3) weights, sources, counts and bias for each
+    group's last ``tail`` outputs in blocks of 2 vectors, held in the ring after every group's first ones
+    (``block`` wide); none (T = 0) when ``tail`` is 0.
     """
     if expand.shape[2:] != (1, 1):  # a dense KxK first stage: a 1x1 over its window's inputs
         expand = flatten_window(expand)
@@ -255,7 +267,10 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
     mid, out = -(-ring_channels // block) * block, -(-c_out // project_block) * project_block
     # Expansion output j lands in ring channel ring_index[j]; the depthwise and projection see it as channel
     # position[j] (after the shuffle).
-    ring_index = (np.arange(c_mid) // per_group_out) * slots + np.arange(c_mid) % per_group_out
+    group, local = np.divmod(np.arange(c_mid), per_group_out)
+    head = per_group_out - tail
+    ring_index = np.where(local < head, group * (head if tail else slots) + local,
+                          expand_groups * head + group * tail + local - head)
     if shuffle_groups:
         per = c_mid // shuffle_groups
         position = (np.arange(c_mid) % per) * shuffle_groups + np.arange(c_mid) // per
@@ -263,7 +278,7 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
         position = np.arange(c_mid)
     ring_of = np.empty(c_mid, np.int64)
     ring_of[position] = ring_index
-    if slots != per_group_out:  # zero rows (and bias) for each group's empty slots
+    if slots != per_group_out or tail:  # rows (and bias) in ring order, zero for each group's empty slots
         spread = np.zeros((ring_channels, *expand.shape[1:]), dtype)
         spread[ring_index] = expand
         expand = spread
@@ -271,9 +286,17 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
             spread_bias = np.zeros(ring_channels, dtype)
             spread_bias[ring_index] = expand_bias
             expand_bias = spread_bias
-
-    e_packed, e_sources, e_counts = _by_blocks(expand, ring_channels, mid, expand_groups, expand_per_group,
-                                               lambda i: i, block)
+    heads = expand_groups * head if tail else ring_channels  # ring channels of the 3-vector blocks
+    e_packed, e_sources, e_counts = _by_blocks(expand[:heads], heads, heads if tail else mid, expand_groups,
+                                               expand_per_group, lambda i: i, block)
+    tail_block = 2 * block // 3
+    if tail:
+        t_packed, t_sources, t_counts = _by_blocks(expand[heads:], ring_channels - heads, ring_channels - heads,
+                                                   expand_groups, expand_per_group, lambda i: i, tail_block)
+        t_bias = _padded(None if expand_bias is None else expand_bias[heads:], dtype, ring_channels - heads)
+    else:
+        t_packed, t_sources = np.zeros((0, 1, tail_block), dtype), np.zeros((0, 1), np.int64)
+        t_counts, t_bias = np.zeros(0, np.int64), np.zeros(0, dtype)
     p_packed, p_sources, p_counts = _by_blocks(project, c_out, out, project_groups, project_per_group,
                                                lambda i: ring_of[i], project_block)
     ring_taps = np.zeros((*taps.shape[2:], mid), dtype)
@@ -281,8 +304,9 @@ def pack_pw_dw_pw(expand: np.ndarray, expand_bias: np.ndarray | None, taps: np.n
     ring_taps_bias = np.zeros(mid, dtype)
     if taps_bias is not None:
         ring_taps_bias[ring_index] = np.asarray(taps_bias)[position]
-    return (e_packed, e_sources, e_counts, _padded(expand_bias, dtype, mid), ring_taps, ring_taps_bias, p_packed,
-            p_sources, p_counts, _padded(project_bias, dtype, out))
+    return (e_packed, e_sources, e_counts, _padded(None if expand_bias is None else expand_bias[:heads], dtype,
+                                                   heads if tail else mid), ring_taps, ring_taps_bias, p_packed,
+            p_sources, p_counts, _padded(project_bias, dtype, out), t_packed, t_sources, t_counts, t_bias)
 
 
 def window_offsets(spec: ConvSpec, indices: np.ndarray, row: int, pixel: int, memo: dict) -> np.ndarray:

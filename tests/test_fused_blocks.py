@@ -160,6 +160,9 @@ def test_chain_stores_shufflenet_v2_concat_and_shuffle(c_out, result_first, stri
     (32, 48, 64, 4, 2, 4, 1, 2),     # different groups on each side of the shuffle
     (240, 60, 240, 3, 3, 3, 1, 1),   # batch 1: parts of the expanded channels, the shuffle across them
     (24, 60, 216, 1, 3, 0, 2, 1),
+    (480, 120, 480, 3, 3, 3, 1, 2),  # stage 3: groups of 40 as blocks of 24 then 16 (the expansion's tail)
+    (480, 120, 480, 3, 3, 3, 1, 1),  # ... and on one block width in parts
+    (80, 40, 80, 1, 1, 0, 2, 2),     # a dense 40-channel expansion, tail and all, at stride 2
 ])
 def test_chain_with_grouped_pointwise_and_shuffle(c_in, c_mid, c_out, g1, g2, shuffle, stride, n, rng):
     specs = (nc.ConvSpec(2, c_in, c_mid, 1, groups=g1, bias=True),
@@ -170,6 +173,10 @@ def test_chain_with_grouped_pointwise_and_shuffle(c_in, c_mid, c_out, g1, g2, sh
     chain = PreparedPointwiseDepthwisePointwise(specs, weights, biases, ("relu", None, "relu"), shuffle_groups=shuffle)
     x = (rng.standard_normal((n, c_in, 9, 10)) + 0.1).astype(np.float32)
     assert chain.kernel_for((n, 9, 10, c_in), 2) == ("parts" if n == 1 else "bands")
+    lanes = VECTOR_BYTES // 4
+    if c_mid // g1 == 5 * lanes:  # 3 vectors then 2 per group for the bands; one width for the parts
+        assert chain.banded[0].shape[2] == 3 * lanes and chain.banded[10].shape[0] == g1
+        assert chain.packed[10].shape[0] == 0
     y, scale = x, np.abs(x)
     for i, (spec, w, b) in enumerate(zip(specs, weights, biases)):
         pads = [(1, 1), (1, 1)] if i == 1 else [(0, 0), (0, 0)]
@@ -361,6 +368,9 @@ def test_block_shapes_compute_the_fewest_multiply_adds():
     assert cheapest_block(64, 1, 16, 8) == 16      # 64 = 4 x 16; 3 x 24 would pad 8
     assert cheapest_block(96, 1, 16, 8) == 24      # a tie takes 3 vectors
     assert cheapest_block(60, 3, 80, 8) == 16      # blocks of 24 would straddle more groups of 20
-    assert expansion_layout(60, 3, 80, 8) == (24, 24)   # ShuffleNet v1: each group of 20 in its own 24 slots
-    assert expansion_layout(120, 3, 160, 8) == (16, 0)  # groups of 40: 128 channels straddling once are cheaper
-    assert expansion_layout(240, 3, 320, 8) == (16, 0)  # groups of 80: whole blocks of 16 already
+    assert expansion_layout(60, 3, 80, 8) == (24, 24, 0)   # ShuffleNet v1: each group of 20 in its own 24 slots
+    assert expansion_layout(120, 3, 160, 8) == (24, 0, 16)  # groups of 40 as 24 + 16: no padding
+    assert expansion_layout(120, 3, 160, 8, tails=False) == (16, 0, 0)  # else 128 channels straddling once
+    assert expansion_layout(240, 3, 320, 8) == (16, 0, 0)   # groups of 80: whole blocks of 16 already
+    assert expansion_layout(88, 1, 16, 8) == (24, 0, 16)    # 72 + 16: the shortest tail
+    assert expansion_layout(48, 1, 16, 8) == (24, 0, 0)     # one block width computing as little wins

@@ -404,8 +404,8 @@ def stage_window(x, image, xh, xw, xc, top, H_in, W_in, C_in, stage, stage_rows,
 
 @njit(parallel=True, cache=True)
 def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, expand_counts, expand_bias, taps,
-                       taps_bias, project,
-                       project_sources, project_counts, project_bias, out, out_strides, residual, beside,
+                       taps_bias, project, project_sources, project_counts, project_bias, tail, tail_sources,
+                       tail_counts, tail_bias, out, out_strides, residual, beside,
                        beside_strides, interleave, beside_channels, pool_mode, sizes, strides, pads, c_out, band_rows,
                        group_rows, clamps):
     """out = pointwise(depthwise(pointwise(x))) with each stage's bias and clamp; channels-last.
@@ -419,6 +419,9 @@ def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, exp
     taps      (3, 3, C_mid) depthwise weights in the ring's channel order, taps_bias (C_mid,)
     project, project_sources, project_counts, project_bias: the last pointwise stage, reading ring
               channels (a channel shuffle between the stages is folded into its sources)
+    tail, tail_sources, tail_counts, tail_bias: more of the first stage, in blocks of 2 vectors where
+              ``expand``'s are 3 (packing.expansion_layout's tail: each group's last outputs), stored in the
+              ring after expand's channels; no blocks for none (a pointwise first stage only)
     out       flat output from its first element; out_strides (n, h, w); residual: (0,) or laid out like out
     beside    with ``interleave`` 1 (2): ShuffleNet v2's concat([beside, result]) (concat([result, beside]))
               followed by a shuffle of 2 groups, stored at once: out channel 2c + 1 (2c) is the result's
@@ -461,6 +464,7 @@ def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, exp
                        and project.shape[2] == 2 * vlanes(taps) and project.shape[1] >= RESIDUAL_MIN_REDUCTION
                        and group_rows * OW >= PIXELS)
     pool = (pool_mode, H, W, sh, sw, ph, pw, KH, KW)
+    tails, heads = tail.shape[0] > 0, expand.shape[0] * expand.shape[2]
     for job in prange(N * bands):
         n = job // bands
         first = (job % bands) * band_rows
@@ -497,10 +501,16 @@ def conv_pw_dw_pw_rows(x, x_strides, stage_geometry, expand, expand_sources, exp
                 elif uniform:
                     pointwise(x, n * xn + lo * xh, xw, count, expand, expand_sources, expand_counts,
                               expand_bias, ring, ring_at, c1, low1, high1)
+                    if tails:
+                        pointwise(x, n * xn + lo * xh, xw, count, tail, tail_sources, tail_counts, tail_bias,
+                                  ring[heads:], ring_at, c1, low1, high1)
                 else:
                     for r in range(hi - lo):
                         pointwise(x, n * xn + (lo + r) * xh, xw, W, expand, expand_sources, expand_counts,
                                   expand_bias, ring, ring_at[r * W:], c1, low1, high1)
+                        if tails:
+                            pointwise(x, n * xn + (lo + r) * xh, xw, W, tail, tail_sources, tail_counts, tail_bias,
+                                      ring[heads:], ring_at[r * W:], c1, low1, high1)
             for r in range(rows):
                 for kh in range(KH):  # where each window row starts in the ring (the zero row outside the image)
                     ih = (oh0 + r) * sh - ph + kh
