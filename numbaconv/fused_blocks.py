@@ -21,7 +21,9 @@ from numba import get_num_threads
 from . import packing
 from .api import _CLAMPS, _element_strides, _flat_from_first, _pad_channels_last
 from .dispatch import is_pointwise
-from .kernels.cpu.fused_blocks import conv_maxpool_rows, conv_pw_dw_pw_parts, conv_pw_dw_pw_rows
+from .kernels.cpu.fused_blocks import (PIXELS, PIXELS3, conv_maxpool_rows, conv_pw_dw_pw_parts,
+                                      conv_pw_dw_pw_rows)
+from .kernels.cpu.simd import VECTOR_BYTES
 from .spec import ConvSpec, ConvSpecError
 
 CLAMPS = {None: (0.0, 0.0, 0.0), **{name: (1.0, *bounds) for name, bounds in _CLAMPS.items()}}
@@ -88,7 +90,6 @@ class PreparedPointwiseDepthwisePointwise:
 
     def __init__(self, specs: tuple[ConvSpec, ConvSpec, ConvSpec], weights: tuple, biases: tuple,
                  activations: tuple = (None, None, None), shuffle_groups: int = 0):
-        from .kernels.cpu.simd import VECTOR_BYTES
         why = chain_fits(*specs, tuple(activations), shuffle_groups)
         if why:
             raise ConvSpecError(why)
@@ -157,10 +158,8 @@ class PreparedPointwiseDepthwisePointwise:
             band_rows, worthwhile = _bands(n, oh, threads)
             c_out, mid = project.out_channels, self.banded[4].shape[2]
             width = max(we + bound.pad_before[1], (ow - 1) * depthwise.stride[1] + 3)
-            group = max(1, min(band_rows, -(-GROUP_PIXELS // ow)))
-            while group > 1 and ((group - 1) * depthwise.stride[0] + 4) * width * mid * self.dtype.itemsize \
-                    + group * ow * mid * self.dtype.itemsize > GROUP_BYTES:
-                group -= 1
+            group = self._group_rows(band_rows, ow, we, depthwise.stride[0], width * mid * self.dtype.itemsize,
+                                     ow * mid * self.dtype.itemsize)
             parts = 0 if worthwhile else _parts(n, self.packed[0].shape[0], threads)
             stage = (packing.window_staging(expand, first, shape, self.packed[1], self._offsets)
                      if self.window and not parts else None)
@@ -171,6 +170,37 @@ class PreparedPointwiseDepthwisePointwise:
                 self._plans.clear()
             self._plans[key] = plan
         return plan
+
+    def _group_rows(self, band_rows: int, ow: int, w_in: int, stride: int, ring_row_bytes: int,
+                    out_row_bytes: int) -> int:
+        """Output rows computed together in a band of ``band_rows`` rows ``ow`` wide (input rows ``w_in`` wide,
+        ``stride`` apart): at least GROUP_PIXELS pixels, within GROUP_BYTES, and, among the counts that
+        qualify up to twice that, the one whose pixel runs waste least on ragged ends of the pointwise stages'
+        register blocks (6 or 4 pixels, the last block overlapping the one before it), each stage weighted by
+        its multiply-adds: MobileNetV2's 28-wide maps as 3 rows (84 pixels, whole blocks) rather than 2 (56:
+        10 blocks of 6 for 56 pixels)."""
+        def fits(rows: int) -> bool:
+            return ((rows - 1) * stride + 4) * ring_row_bytes + rows * out_row_bytes <= GROUP_BYTES
+
+        def blocks(pixels: int, chunk: int) -> int:
+            return -(-pixels // chunk) if pixels >= chunk else 2 * pixels  # a pixel alone: a slow latency chain
+
+        lanes = VECTOR_BYTES // self.dtype.itemsize
+        stages = []  # (multiply-adds per pixel, register block's pixels, pixel runs per output row)
+        for packed, per_row in ((self.banded, stride * w_in / ow), (self.banded[6:], 1)):
+            chunk = PIXELS3 if packed[0].shape[2] == 3 * lanes else PIXELS
+            stages.append((packed[0].shape[0] * packed[0].shape[1] * packed[0].shape[2], chunk, per_row))
+
+        def waste(rows: int) -> float:
+            runs = [rows] * (band_rows // rows) + ([band_rows % rows] if band_rows % rows else [])
+            return sum(work * sum(blocks(round(r * ow * per_row), chunk) * chunk for r in runs)
+                       / (band_rows * ow * per_row) for work, chunk, per_row in stages)
+
+        least = max(1, min(band_rows, -(-GROUP_PIXELS // ow)))
+        while least > 1 and not fits(least):
+            least -= 1
+        options = [rows for rows in range(least, min(band_rows, 2 * least) + 1) if fits(rows)] or [least]
+        return min(options, key=lambda rows: (round(waste(rows), 6), rows))
 
     def runner(self, shape: tuple[int, ...], threads: int | None = None, residual: bool = False,
                joined: tuple | None = None, x_start: int = 0, joined_start: int = 0) -> Callable[..., np.ndarray]:

@@ -374,3 +374,25 @@ def test_block_shapes_compute_the_fewest_multiply_adds():
     assert expansion_layout(240, 3, 320, 8) == (16, 0, 0)   # groups of 80: whole blocks of 16 already
     assert expansion_layout(88, 1, 16, 8) == (24, 0, 16)    # 72 + 16: the shortest tail
     assert expansion_layout(48, 1, 16, 8) == (24, 0, 0)     # one block width computing as little wins
+
+
+def test_group_rows_fill_whole_register_blocks():
+    """Rows computed together: 28-wide maps as 3 rows (84 pixels: whole 6- and 4-pixel blocks) rather than 2
+    (56: a ragged end on the 6-pixel blocks); never past GROUP_BYTES of buffers."""
+    from numbaconv.fused_blocks import GROUP_BYTES
+    lanes = VECTOR_BYTES // 4
+
+    def chain(c_in, c_mid, c_out):
+        specs = (nc.ConvSpec(2, c_in, c_mid, 1), nc.ConvSpec(2, c_mid, c_mid, 3, 1, 1, groups=c_mid),
+                 nc.ConvSpec(2, c_mid, c_out, 1))
+        return PreparedPointwiseDepthwisePointwise(specs, [np.ones(s.weight_shape, np.float32) for s in specs],
+                                                   (None, None, None))
+
+    narrow = chain(32, 192, 32)
+    if lanes == 8:
+        assert narrow._plan((1, 28, 28, 32), 2)[2][6] == 3
+    wide = chain(64, 960, 64)
+    for width in (7, 14, 56):
+        rows = wide._plan((1, width, width, 64), 2)[2][6]
+        ring_row = (width + 2) * wide.banded[4].shape[2] * 4
+        assert rows == 1 or ((rows - 1) + 4) * ring_row + rows * width * wide.banded[4].shape[2] * 4 <= GROUP_BYTES
