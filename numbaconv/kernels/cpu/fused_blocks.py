@@ -202,7 +202,9 @@ def pointwise_pixels_residual(src, s0, sp, pixels, w, sources, counts, bias, dst
     the clamp, and the loops the other way round: each 6-pixel chunk runs through every block, so the
     residual is read, and the output written, a pixel's channels after another (sequential streams) rather
     than a block's 64 bytes per pixel, pixels apart.  ``residual`` must not be dst: the last chunk overlaps
-    the one before it and reads the residual of pixels already stored."""
+    the one before it and reads the residual of pixels already stored.  The 6 x 2 register block is
+    pointwise_pixels' written out again inside the swapped loops, on purpose: Numba keeps the twelve
+    accumulators in registers only where the block is spelled out (see pointwise_pixels3 on merging)."""
     B, KMAX, BLOCK = w.shape
     lanes = vlanes(w)
     ws = w.reshape(-1)
