@@ -109,15 +109,15 @@ class PreparedPointwiseDepthwisePointwise:
                                                project.in_channels // project.groups, lanes)
 
         def packed(tails: bool) -> tuple:
-            layout = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes, tails)
+            block, slots, tail = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes,
+                                                          tails)
             return packing.pack_pw_dw_pw(weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
-                                         layout[0], expand.groups, project.groups, shuffle_groups, project_block,
-                                         *layout[1:])
-        self.packed = packed(False)
+                                         block, expand.groups, project.groups, shuffle_groups, project_block,
+                                         slots, tail)
         # The band kernel may take the expansion in two block widths (packing.expansion_layout's tail); the
         # parts kernel and a windowed first stage (staged rows) take one.
-        tailed = packing.expansion_layout(expand.out_channels, expand.groups, expand_inputs, lanes)[2]
-        self.banded = packed(True) if tailed and not self.window else self.packed
+        self.banded = packed(not self.window)
+        self.packed = packed(False) if self.banded[10].shape[0] else self.banded
         self._offsets: dict = {}  # (row, pixel stride) -> the first stage's input offsets
         self.clamps = np.array([_clamp_row(a) for a in activations], np.float64)
         self._empty = np.zeros(0, self.dtype)  # "no residual" for the kernel

@@ -40,6 +40,45 @@ def pointwise_block1(src, s0, K, w, w0, BLOCK, sources, bias, b0, dst, d0, clamp
         vstore(dst, d0 + v, a)
 
 
+@njit(inline="always")
+def reduce_6x2(src, x0, sp, ws, w0, BLOCK, taken, K, clamp, low, high, a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0,
+               a3_1, a4_0, a4_1, a5_0, a5_1):
+    """The 6-pixel x 2-vector register block: accumulators a<pixel>_<vector> (started by the caller) plus
+    K inputs (src[x0 + taken[k] + p * sp]) times their weight rows (ws[w0 + k * BLOCK:]), clamped with
+    ``clamp``.  Inlined into its callers at Numba's IR level, so the twelve accumulators stay registers."""
+    lanes = vlanes(ws)
+    for k in range(K):
+        w_0 = vload(ws, w0 + k * BLOCK)
+        w_1 = vload(ws, w0 + k * BLOCK + lanes)
+        i = x0 + taken[k]
+        b = vsplat(src, i)
+        a0_0 = vfma(b, w_0, a0_0)
+        a0_1 = vfma(b, w_1, a0_1)
+        b = vsplat(src, i + sp)
+        a1_0 = vfma(b, w_0, a1_0)
+        a1_1 = vfma(b, w_1, a1_1)
+        b = vsplat(src, i + 2 * sp)
+        a2_0 = vfma(b, w_0, a2_0)
+        a2_1 = vfma(b, w_1, a2_1)
+        b = vsplat(src, i + 3 * sp)
+        a3_0 = vfma(b, w_0, a3_0)
+        a3_1 = vfma(b, w_1, a3_1)
+        b = vsplat(src, i + 4 * sp)
+        a4_0 = vfma(b, w_0, a4_0)
+        a4_1 = vfma(b, w_1, a4_1)
+        b = vsplat(src, i + 5 * sp)
+        a5_0 = vfma(b, w_0, a5_0)
+        a5_1 = vfma(b, w_1, a5_1)
+    if clamp:
+        a0_0, a0_1 = vclamp(a0_0, low, high), vclamp(a0_1, low, high)
+        a1_0, a1_1 = vclamp(a1_0, low, high), vclamp(a1_1, low, high)
+        a2_0, a2_1 = vclamp(a2_0, low, high), vclamp(a2_1, low, high)
+        a3_0, a3_1 = vclamp(a3_0, low, high), vclamp(a3_1, low, high)
+        a4_0, a4_1 = vclamp(a4_0, low, high), vclamp(a4_1, low, high)
+        a5_0, a5_1 = vclamp(a5_0, low, high), vclamp(a5_1, low, high)
+    return a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1
+
+
 @njit(cache=True)
 def pointwise(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at, clamp, low, high):
     """pointwise_pixels or pointwise_pixels3, by the packed block's width (2 or 3 vectors: see
@@ -58,9 +97,9 @@ def pointwise_pixels(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at,
     channel; a grouped one only its group's, and a channel shuffle before it is folded into which
     channels those are.  Stores dst[dst_at[p] + b * BLOCK + j], clipped to [low, high] with ``clamp``;
     dst_at places each pixel, so a run may cross rows of a padded buffer.  Blocks of 6 pixels x 2
-    vectors in registers, the last block overlapping the one before it; the block is written out here
-    rather than called (a call per block, with every array argument passed field by field, cost as much
-    as a 24-channel reduction).
+    vectors in registers, the last block overlapping the one before it; the block (reduce_6x2) is inlined
+    at Numba's IR level, not called (a call per block, with every array argument passed field by field,
+    cost as much as a 24-channel reduction).
     """
     B, KMAX, BLOCK = w.shape
     lanes = vlanes(w)
@@ -78,35 +117,9 @@ def pointwise_pixels(src, s0, sp, pixels, w, sources, counts, bias, dst, dst_at,
             a0_1 = vload(bias, cb + lanes)
             a1_0, a1_1, a2_0, a2_1, a3_0, a3_1 = a0_0, a0_1, a0_0, a0_1, a0_0, a0_1
             a4_0, a4_1, a5_0, a5_1 = a0_0, a0_1, a0_0, a0_1
-            for k in range(K):
-                w_0 = vload(ws, w0 + k * BLOCK)
-                w_1 = vload(ws, w0 + k * BLOCK + lanes)
-                i = x0 + taken[k]
-                b = vsplat(src, i)
-                a0_0 = vfma(b, w_0, a0_0)
-                a0_1 = vfma(b, w_1, a0_1)
-                b = vsplat(src, i + sp)
-                a1_0 = vfma(b, w_0, a1_0)
-                a1_1 = vfma(b, w_1, a1_1)
-                b = vsplat(src, i + 2 * sp)
-                a2_0 = vfma(b, w_0, a2_0)
-                a2_1 = vfma(b, w_1, a2_1)
-                b = vsplat(src, i + 3 * sp)
-                a3_0 = vfma(b, w_0, a3_0)
-                a3_1 = vfma(b, w_1, a3_1)
-                b = vsplat(src, i + 4 * sp)
-                a4_0 = vfma(b, w_0, a4_0)
-                a4_1 = vfma(b, w_1, a4_1)
-                b = vsplat(src, i + 5 * sp)
-                a5_0 = vfma(b, w_0, a5_0)
-                a5_1 = vfma(b, w_1, a5_1)
-            if clamp:
-                a0_0, a0_1 = vclamp(a0_0, low, high), vclamp(a0_1, low, high)
-                a1_0, a1_1 = vclamp(a1_0, low, high), vclamp(a1_1, low, high)
-                a2_0, a2_1 = vclamp(a2_0, low, high), vclamp(a2_1, low, high)
-                a3_0, a3_1 = vclamp(a3_0, low, high), vclamp(a3_1, low, high)
-                a4_0, a4_1 = vclamp(a4_0, low, high), vclamp(a4_1, low, high)
-                a5_0, a5_1 = vclamp(a5_0, low, high), vclamp(a5_1, low, high)
+            (a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1) = reduce_6x2(
+                src, x0, sp, ws, w0, BLOCK, taken, K, clamp, low, high,
+                a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1)
             y = dst_at[p0] + cb
             vstore(dst, y, a0_0)
             vstore(dst, y + lanes, a0_1)
@@ -203,8 +216,7 @@ def pointwise_pixels_residual(src, s0, sp, pixels, w, sources, counts, bias, dst
     residual is read, and the output written, a pixel's channels after another (sequential streams) rather
     than a block's 64 bytes per pixel, pixels apart.  ``residual`` must not be dst: the last chunk overlaps
     the one before it and reads the residual of pixels already stored.  The 6 x 2 register block is
-    pointwise_pixels' written out again inside the swapped loops, on purpose: Numba keeps the twelve
-    accumulators in registers only where the block is spelled out (see pointwise_pixels3 on merging)."""
+    pointwise_pixels' (reduce_6x2, inlined into both)."""
     B, KMAX, BLOCK = w.shape
     lanes = vlanes(w)
     ws = w.reshape(-1)
@@ -227,35 +239,9 @@ def pointwise_pixels_residual(src, s0, sp, pixels, w, sources, counts, bias, dst
             a3_0, a3_1 = vadd(b_0, vload(residual, d3 + cb)), vadd(b_1, vload(residual, d3 + cb + lanes))
             a4_0, a4_1 = vadd(b_0, vload(residual, d4 + cb)), vadd(b_1, vload(residual, d4 + cb + lanes))
             a5_0, a5_1 = vadd(b_0, vload(residual, d5 + cb)), vadd(b_1, vload(residual, d5 + cb + lanes))
-            for k in range(K):
-                w_0 = vload(ws, w0 + k * BLOCK)
-                w_1 = vload(ws, w0 + k * BLOCK + lanes)
-                i = x0 + taken[k]
-                b = vsplat(src, i)
-                a0_0 = vfma(b, w_0, a0_0)
-                a0_1 = vfma(b, w_1, a0_1)
-                b = vsplat(src, i + sp)
-                a1_0 = vfma(b, w_0, a1_0)
-                a1_1 = vfma(b, w_1, a1_1)
-                b = vsplat(src, i + 2 * sp)
-                a2_0 = vfma(b, w_0, a2_0)
-                a2_1 = vfma(b, w_1, a2_1)
-                b = vsplat(src, i + 3 * sp)
-                a3_0 = vfma(b, w_0, a3_0)
-                a3_1 = vfma(b, w_1, a3_1)
-                b = vsplat(src, i + 4 * sp)
-                a4_0 = vfma(b, w_0, a4_0)
-                a4_1 = vfma(b, w_1, a4_1)
-                b = vsplat(src, i + 5 * sp)
-                a5_0 = vfma(b, w_0, a5_0)
-                a5_1 = vfma(b, w_1, a5_1)
-            if clamp:
-                a0_0, a0_1 = vclamp(a0_0, low, high), vclamp(a0_1, low, high)
-                a1_0, a1_1 = vclamp(a1_0, low, high), vclamp(a1_1, low, high)
-                a2_0, a2_1 = vclamp(a2_0, low, high), vclamp(a2_1, low, high)
-                a3_0, a3_1 = vclamp(a3_0, low, high), vclamp(a3_1, low, high)
-                a4_0, a4_1 = vclamp(a4_0, low, high), vclamp(a4_1, low, high)
-                a5_0, a5_1 = vclamp(a5_0, low, high), vclamp(a5_1, low, high)
+            (a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1) = reduce_6x2(
+                src, x0, sp, ws, w0, BLOCK, taken, K, clamp, low, high,
+                a0_0, a0_1, a1_0, a1_1, a2_0, a2_1, a3_0, a3_1, a4_0, a4_1, a5_0, a5_1)
             vstore(dst, d0 + cb, a0_0)
             vstore(dst, d0 + cb + lanes, a0_1)
             vstore(dst, d1 + cb, a1_0)
