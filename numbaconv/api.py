@@ -398,8 +398,8 @@ class PreparedConv:
         """The padded input width when a stride-1 SIMD convolution runs over each image's output rows as one
         long row (0 otherwise).  Output pixel (h, w) of the padded input's flattened rows reads pixel
         h * Wp + w + taps, so the image is one run of pixels whose last Wp - OW columns per row are
-        computed and dropped; for narrow maps that wastes less than ragged rows of 6-pixel blocks (a 7-wide
-        row is two blocks, 12 pixels' work; a 7-wide map costs 9 per row this way).  The buffer is
+        computed and dropped; for narrow maps that can waste less than ragged rows (dispatch.row_work: a
+        7-wide row of 12-pixel blocks is 12 pixels' work, a 7-wide map costs 9 per row this way).  The buffer is
         channels-last, so channels-first results also gain whole-vector stores (then one transposing copy).
         Not with a residual, which the kernel reads at the result's offsets."""
         spec = self.spec
@@ -408,8 +408,7 @@ class PreparedConv:
             return 0
         width = bound.out_spatial[-1]
         padded = bound.in_spatial[-1] + bound.pad_before[-1] + bound.pad_after[-1]
-        row_work = -(-width // self.block_pixels) * self.block_pixels if width >= self.block_pixels else 2 * width
-        return padded if padded < WIDE_ROWS_GAIN * row_work else 0
+        return padded if padded < WIDE_ROWS_GAIN * dispatch.row_work(width, self.block_pixels) else 0
 
     # The CPU path: one channels-last padded copy in, the kernel, one copy to the caller's layout out.
     def _run(self, x: np.ndarray, last: bool, out: np.ndarray | None, clamp: tuple = _NO_CLAMP,

@@ -32,6 +32,43 @@ def simd_block(channels_per_group: int, lanes: int, registers: int) -> tuple[int
         if channels_per_group >= vectors * lanes:
             return shapes[vectors]
     return shapes[1]
+# A block's pixels run as independent FMA chains (V per pixel); below about 8 chains they wait on the
+# FMA latency.  A row's last pixels that fill no whole block of P go through blocks of tail_pixels(P) =
+# 2P/3 (4 of 6: still 8 chains) before the one-pixel loop, so most widths are covered exactly.
+ONE_PIXEL_COST = 3.0  # a pixel of the one-pixel loop, in block pixels (its V chains are latency-bound)
+
+
+def tail_pixels(pixels: int) -> int:
+    """The pixels of a row's tail blocks, for main blocks of ``pixels``."""
+    return 2 * pixels // 3
+
+
+def row_split(width: int, pixels: int) -> tuple[int, int]:
+    """(head, tail) of an output row of ``width`` pixels for the SIMD kernels: the first head pixels in
+    blocks of ``pixels``, the next tail in blocks of tail_pixels(pixels), the last block of each run
+    overlapping the one before it (its pixels computed twice), the rest one pixel at a time.  The split
+    with the least work (overlaps and one-pixel costs included), the fewest tail pixels among equals:
+    56 = 8 x 6 + 2 x 4, where whole blocks of 6 alone computed 60."""
+    small = 2 * pixels // 3  # tail_pixels, spelled out: the kernels compile this function (numba.njit)
+    best, best_cost = (0, 0), float(width) * ONE_PIXEL_COST
+    for tail in range(0, min(width, 2 * pixels + small) + 1):
+        head = width - tail
+        if (0 < head < pixels) or (0 < tail < small):
+            continue
+        cost = -(-head // pixels) * pixels + -(-tail // small) * small
+        if cost < best_cost:
+            best, best_cost = (head, tail), cost
+    return best
+
+
+def row_work(width: int, pixels: int) -> float:
+    """The pixels' worth of block work a row of ``width`` costs under row_split."""
+    head, tail = row_split(width, pixels)
+    small = tail_pixels(pixels)
+    rest = width - head - tail
+    return -(-head // pixels) * pixels + -(-tail // small) * small + rest * ONE_PIXEL_COST
+
+
 # (output channels, pixel vectors) of numbaconv.kernels.cpu.simd_rows, by vector registers of the ISA.
 ROWS_BLOCKS = {16: (4, 3), 32: (8, 3)}
 # Channels-first input with at most this many channels (a network's first layer) runs on the

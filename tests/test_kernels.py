@@ -541,11 +541,14 @@ def test_to_channels_last_copies_any_layout(shape, rng):
 
 
 @pytest.mark.parametrize("nd,cin,cout,k,padding,dilation,groups,size,wide", [
-    (2, 16, 32, 3, 1, 1, 1, (14, 14), True),   # a 14-wide map: 16 padded columns beat 18 in three blocks
-    (2, 8, 24, 3, 1, 1, 1, (7, 7), True),
-    (2, 12, 36, 3, 2, 2, 3, (9, 5), True),     # dilation and groups
-    (3, 4, 16, 3, 1, 1, 1, (3, 5, 7), True),   # one long row per depth plane
-    (2, 6, 16, 5, (1, 3), 1, 1, (4, 5), True),  # unequal padding per dimension
+    # 8 outputs: blocks of 12 pixels, whose tail blocks (8) do not fit a 7-wide row: 9 padded columns
+    # beat 7 single pixels
+    (2, 4, 8, 3, 1, 1, 1, (7, 7), True),
+    (2, 12, 24, 3, 2, 2, 3, (9, 5), True),     # dilation and groups
+    (3, 4, 8, 3, 1, 1, 1, (3, 5, 7), True),    # one long row per depth plane
+    (2, 6, 8, 5, (1, 3), 1, 1, (4, 5), True),  # unequal padding per dimension
+    (2, 16, 32, 3, 1, 1, 1, (14, 14), False),  # 14 wide in blocks of 6: 6 + 4 + 4, nothing wasted
+    (2, 8, 24, 3, 1, 1, 1, (7, 7), False),     # 4 + 4, one pixel twice, against 9 padded columns
     (2, 8, 16, 3, 1, 1, 1, (5, 28), False),    # 28 wide: whole blocks, rows as they are
 ])
 def test_narrow_maps_run_as_one_long_row(nd, cin, cout, k, padding, dilation, groups, size, wide, rng):
@@ -639,3 +642,41 @@ def test_channels_last_depthwise3x3_rows_match_reference(channels, size, padding
         expected = np.clip(expected, 0, 6 if activation == "relu6" else np.inf)
     y = prepared(np.ascontiguousarray(np.moveaxis(x, 1, -1)), layout="NHWC")
     assert_close(expected, np.moveaxis(y, -1, 1), magnitude, 9)
+
+
+@pytest.mark.parametrize("pixels", [6, 12, 4])
+def test_row_split_covers_each_row(pixels):
+    small = dispatch.tail_pixels(pixels)
+    for width in range(1, 200):
+        head, tail = dispatch.row_split(width, pixels)
+        rest = width - head - tail
+        assert head in (0,) or head >= pixels
+        assert tail in (0,) or tail >= small
+        assert 0 <= rest and (rest == 0 or head == tail == 0)  # single pixels only for a row no block fits
+        assert width <= dispatch.row_work(width, pixels) <= 2 * width + 2 * pixels
+        if width >= small and width % 2 == 0 and pixels == 6:  # blocks of 6 and 4 tile every even width
+            assert dispatch.row_work(width, pixels) == width
+    assert dispatch.row_split(56, 6) == (48, 8) and dispatch.row_split(32, 6) == (24, 8)
+    assert dispatch.row_split(30, 6) == (30, 0)  # whole blocks: no tail
+
+
+@pytest.mark.parametrize("cout,groups", [(16, 1), (24, 3)])  # blocks of 6 pixels (2 vectors), of 12 (1 vector)
+@pytest.mark.parametrize("last", [True, False])
+def test_simd_rows_of_every_width(cout, groups, last, rng):
+    """Every split of a row into main blocks, tail blocks and single pixels, with a residual (read at
+    each block's pixels) and an activation, against the float64 reference."""
+    cin = 2 * groups
+    for width in list(range(1, 21)) + [27, 32, 56]:
+        spec = nc.ConvSpec(2, cin, cout, 3, 1, 1, 1, groups, bias=True)
+        x = (rng.standard_normal((1, cin, 2, width)) + 0.1).astype(np.float32)
+        w = (rng.standard_normal(spec.weight_shape) + 0.1).astype(np.float32)
+        b = (rng.standard_normal(cout) + 0.1).astype(np.float32)
+        r = rng.standard_normal((1, cout, 2, width)).astype(np.float32)
+        prepared = nc.prepare(spec, w, b, activation="relu", kernel="simd")
+        expected = np.maximum(ref.conv(x, w, b, 1, [(1, 1), (1, 1)], 1, groups) + r, 0)
+        scale = ref.conv(np.abs(x), np.abs(w), np.abs(b), 1, [(1, 1), (1, 1)], 1, groups) + np.abs(r)
+        if last:
+            y = np.moveaxis(prepared(np.moveaxis(x, 1, -1), layout="NHWC", residual=np.moveaxis(r, 1, -1)), -1, 1)
+        else:
+            y = prepared(x, residual=r)
+        assert_close(expected, y, scale, reduction=w[0].size)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ... import dispatch
+
 # (pixels, vectors): 12 accumulators suit AVX2's 16 registers, 24 suit AVX-512's 32.
 BLOCK_SHAPES = ((6, 2), (12, 1), (6, 4), (12, 2))
 
@@ -31,10 +33,17 @@ block of its output row, else one block.
           while c strides over G channels); cgo = C_out/G, the real channels stored
     residual  (0,) or laid out like out (read at the same flat offsets): a skip connection added before the clamp
     sizes: the output's (N, OD, OH, OW) come from the caller through ``shape``
+A row runs as blocks of P pixels, then blocks of dispatch.tail_pixels(P), then single pixels, split by
+dispatch.row_split.
 """
 from numba import njit, prange
 
+from ...dispatch import row_split as _row_split
 from .simd import vadd, vclamp, vfma, vinsert, vlanes, vload, vput, vsplat, vstore, vzeros
+
+# Inlined: with the split as a call of its own, the kernels loaded from Numba's on-disk cache ran 35%
+# slower than freshly compiled ones (perf/NOTES.md, session 11).
+row_split = njit(inline="always")(_row_split)
 
 
 @njit(cache=True)
@@ -74,6 +83,79 @@ def scatter_source(pixels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def block_source(pixels: int, vectors: int, count: int, indent: str) -> list[str]:
+    """The code of one block of ``count`` output pixels at ow0 for every channel block of a job: the
+    reduction in P*V named accumulators, the residual, the clamp and the stores."""
+    lines: list[str] = []
+    emit = lines.append
+    pad = indent
+    emit(f"{pad}for cb in range(first_block, first_block + per_job):")
+    pad = indent + " " * 4
+    emit(f"{pad}ob = cb % OB")
+    emit(f"{pad}g = cb // OB")
+    emit(f"{pad}bias0 = cb * BLOCK")
+    emit(f"{pad}w_block = cb * KD * KH * KW * CGI * BLOCK")
+    emit(f"{pad}x_group = n * xn + g * CGI * xc")
+    emit(f"{pad}out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc")
+    for v in range(vectors):
+        emit(f"{pad}count{v} = min(lanes, max(0, cgo - ob * BLOCK - {v} * lanes))  # real channels in vector {v}")
+    emit(f"{pad}contiguous = oc == 1 and " + " and ".join(f"count{v} == lanes" for v in range(vectors)))
+    for p in range(count):
+        for v in range(vectors):
+            emit(f"{pad}a{p}_{v} = vload(bias, bias0 + {v} * lanes) if has_bias else vzeros(ws)")
+    # Channels-last input has unit channel stride: its own copy of the reduction keeps the addressing
+    # to one induction variable (the general stride costs 15-25% there).
+    copies = (("if xc == 1:", "ci"), ("else:", "ci * xc")) if count > 1 else (("if True:", "ci * xc"),)
+    for branch, step in copies:  # the one-pixel tail is rare: one general copy keeps compile time down
+        unit = step == "ci"
+        emit(f"{pad}{branch}")
+        emit(f"{pad}    for kd in range(KD):")
+        emit(f"{pad}        for kh in range(KH):")
+        emit(f"{pad}            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh")
+        emit(f"{pad}            for kw in range({'row_taps' if unit else 'KW'}):")
+        emit(f"{pad}                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK")
+        for p in range(count):
+            emit(f"{pad}                x{p} = x_row + ((ow0 + {p}) * sw + kw * dw) * xw")
+        emit(f"{pad}                for ci in range({'row_channels' if unit else 'CGI'}):")
+        for v in range(vectors):
+            emit(f"{pad}                    w{v} = vload(ws, wk + ci * BLOCK + {v} * lanes)")
+        for p in range(count):
+            emit(f"{pad}                    b = vsplat(xs, x{p} + {step})")
+            for v in range(vectors):
+                emit(f"{pad}                    a{p}_{v} = vfma(b, w{v}, a{p}_{v})")
+    emit(f"{pad}if has_residual:  # a skip connection's sum, before the activation: no pass of its own")
+    emit(f"{pad}    if contiguous:")
+    for p in range(count):
+        for v in range(vectors):
+            emit(f"{pad}        a{p}_{v} = vadd(a{p}_{v}, vload(rs, out_row + (ow0 + {p}) * ow_ + {v} * lanes))")
+    emit(f"{pad}    else:")
+    for p in range(count):
+        for v in range(vectors):
+            emit(f"{pad}        a{p}_{v} = vadd(a{p}_{v}, gather_vector(rs, out_row + (ow0 + {p}) * ow_ "
+                 f"+ {v} * lanes * oc, oc, count{v}))")
+    emit(f"{pad}if clamp:  # the activation, on registers: no extra pass over the output")
+    for p in range(count):
+        for v in range(vectors):
+            emit(f"{pad}    a{p}_{v} = vclamp(a{p}_{v}, low, high)")
+    emit(f"{pad}if contiguous:")
+    for p in range(count):
+        for v in range(vectors):
+            emit(f"{pad}    vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
+    emit(f"{pad}else:  # the last block of a group: whole vectors stored as such, empty ones skipped")
+    for v in range(vectors):
+        emit(f"{pad}    if oc == 1 and count{v} == lanes:")
+        for p in range(count):
+            emit(f"{pad}        vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
+        emit(f"{pad}    elif count{v} > 0:")
+        if count == 1:
+            emit(f"{pad}        scatter_vector(os, out_row + ow0 * ow_ + {v} * lanes * oc, oc, a0_{v}, count{v})")
+        else:
+            block = ", ".join(f"a{p}_{v}" for p in range(count))
+            emit(f"{pad}        scatter_pixels{count}(os, out_row + ow0 * ow_ + {v} * lanes * oc, ow_, oc, {block}, "
+                 f"count{v})")
+    return lines
+
+
 def kernel_source(pixels: int, vectors: int) -> str:
     lines: list[str] = []
     emit = lines.append
@@ -93,6 +175,7 @@ def kernel_source(pixels: int, vectors: int) -> str:
     emit("    os = out.reshape(-1)")
     emit("    rs = residual.reshape(-1)")
     emit("    has_residual = rs.shape[0] > 0")
+    emit(f"    head, tail = row_split(OW, {pixels})")
     emit("    # A job is one output row and one block of output channels, or with channels_inner one row and")
     emit("    # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes")
     emit("    # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.")
@@ -109,80 +192,21 @@ def kernel_source(pixels: int, vectors: int) -> str:
     emit("        merge = xc == 1 and dw == 1 and CGI == xw")
     emit("        row_taps = 1 if merge else KW")
     emit("        row_channels = KW * CGI if merge else CGI")
-    emit("        ow0 = 0")
-    # Full blocks while two or more pixels remain, the last one overlapping the block before it (its
-    # pixels are stored twice with the same values): a row's tail would otherwise run as one-pixel blocks,
-    # whose V dependent FMA chains leave the FMA units idle.  Only a row shorter than a block, or a
-    # single leftover pixel, takes the one-pixel loop.
-    for count, head in ((pixels, f"while ow0 + 1 < OW and OW >= {pixels}:"), (1, "while ow0 < OW:  # the last pixel")):
-        emit(f"        {head}")
+    # Blocks of P over the row's head and of Q = tail_pixels(P) over its tail, the last block of each
+    # overlapping the one before it (its pixels are stored twice with the same values); single pixels,
+    # whose V dependent FMA chains leave the FMA units idle, only where row_split finds nothing cheaper.
+    small = dispatch.tail_pixels(pixels)
+    for count, end, loop in ((pixels, "head", "while ow0 < head:"), (small, "head + tail", "while ow0 < head + tail:"),
+                             (1, "OW", "while ow0 < OW:  # single pixels")):
+        if count > 1:
+            emit(f"        ow0 = {'0' if count == pixels else 'head'}")
+        else:
+            emit("        ow0 = head + tail")
+        emit(f"        {loop}")
         pad = " " * 12
         if count > 1:
-            emit(f"{pad}ow0 = min(ow0, OW - {pixels})")
-        emit(f"{pad}for cb in range(first_block, first_block + per_job):")
-        pad = " " * 16
-        emit(f"{pad}ob = cb % OB")
-        emit(f"{pad}g = cb // OB")
-        emit(f"{pad}bias0 = cb * BLOCK")
-        emit(f"{pad}w_block = cb * KD * KH * KW * CGI * BLOCK")
-        emit(f"{pad}x_group = n * xn + g * CGI * xc")
-        emit(f"{pad}out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc")
-        for v in range(vectors):
-            emit(f"{pad}count{v} = min(lanes, max(0, cgo - ob * BLOCK - {v} * lanes))  # real channels in vector {v}")
-        emit(f"{pad}contiguous = oc == 1 and " + " and ".join(f"count{v} == lanes" for v in range(vectors)))
-        for p in range(count):
-            for v in range(vectors):
-                emit(f"{pad}a{p}_{v} = vload(bias, bias0 + {v} * lanes) if has_bias else vzeros(w)")
-        # Channels-last input has unit channel stride: its own copy of the reduction keeps the addressing
-        # to one induction variable (the general stride costs 15-25% there).
-        copies = (("if xc == 1:", "ci"), ("else:", "ci * xc")) if count > 1 else (("if True:", "ci * xc"),)
-        for branch, step in copies:  # the one-pixel tail is rare: one general copy keeps compile time down
-            unit = step == "ci"
-            emit(f"{pad}{branch}")
-            emit(f"{pad}    for kd in range(KD):")
-            emit(f"{pad}        for kh in range(KH):")
-            emit(f"{pad}            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh")
-            emit(f"{pad}            for kw in range({'row_taps' if unit else 'KW'}):")
-            emit(f"{pad}                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK")
-            for p in range(count):
-                emit(f"{pad}                x{p} = x_row + ((ow0 + {p}) * sw + kw * dw) * xw")
-            emit(f"{pad}                for ci in range({'row_channels' if unit else 'CGI'}):")
-            for v in range(vectors):
-                emit(f"{pad}                    w{v} = vload(ws, wk + ci * BLOCK + {v} * lanes)")
-            for p in range(count):
-                emit(f"{pad}                    b = vsplat(xs, x{p} + {step})")
-                for v in range(vectors):
-                    emit(f"{pad}                    a{p}_{v} = vfma(b, w{v}, a{p}_{v})")
-        emit(f"{pad}if has_residual:  # a skip connection's sum, before the activation: no pass of its own")
-        emit(f"{pad}    if contiguous:")
-        for p in range(count):
-            for v in range(vectors):
-                emit(f"{pad}        a{p}_{v} = vadd(a{p}_{v}, vload(rs, out_row + (ow0 + {p}) * ow_ + {v} * lanes))")
-        emit(f"{pad}    else:")
-        for p in range(count):
-            for v in range(vectors):
-                emit(f"{pad}        a{p}_{v} = vadd(a{p}_{v}, gather_vector(rs, out_row + (ow0 + {p}) * ow_ "
-                     f"+ {v} * lanes * oc, oc, count{v}))")
-        emit(f"{pad}if clamp:  # the activation, on registers: no extra pass over the output")
-        for p in range(count):
-            for v in range(vectors):
-                emit(f"{pad}    a{p}_{v} = vclamp(a{p}_{v}, low, high)")
-        emit(f"{pad}if contiguous:")
-        for p in range(count):
-            for v in range(vectors):
-                emit(f"{pad}    vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
-        emit(f"{pad}else:  # the last block of a group: whole vectors stored as such, empty ones skipped")
-        for v in range(vectors):
-            emit(f"{pad}    if oc == 1 and count{v} == lanes:")
-            for p in range(count):
-                emit(f"{pad}        vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
-            emit(f"{pad}    elif count{v} > 0:")
-            if count == 1:
-                emit(f"{pad}        scatter_vector(os, out_row + ow0 * ow_ + {v} * lanes * oc, oc, a0_{v}, count{v})")
-            else:
-                block = ", ".join(f"a{p}_{v}" for p in range(count))
-                emit(f"{pad}        scatter_pixels{count}(os, out_row + ow0 * ow_ + {v} * lanes * oc, ow_, oc, {block}, "
-                     f"count{v})")
+            emit(f"{pad}ow0 = min(ow0, {end} - {count})")
+        lines += block_source(pixels, vectors, count, " " * 12)
         emit(f"{' ' * 12}ow0 += {count}")
     return "\n".join(lines) + "\n"
 
@@ -292,7 +316,7 @@ def rows_module_source() -> str:
 
 
 def module_source() -> str:
-    pixel_counts = sorted({p for p, _ in BLOCK_SHAPES})
+    pixel_counts = sorted({q for p, _ in BLOCK_SHAPES for q in (p, dispatch.tail_pixels(p))})
     return HEADER + "".join(scatter_source(p) for p in pixel_counts) + "".join(kernel_source(p, v) for p, v in BLOCK_SHAPES)
 
 

@@ -14,10 +14,17 @@ block of its output row, else one block.
           while c strides over G channels); cgo = C_out/G, the real channels stored
     residual  (0,) or laid out like out (read at the same flat offsets): a skip connection added before the clamp
     sizes: the output's (N, OD, OH, OW) come from the caller through ``shape``
+A row runs as blocks of P pixels, then blocks of dispatch.tail_pixels(P), then single pixels, split by
+dispatch.row_split.
 """
 from numba import njit, prange
 
+from ...dispatch import row_split as _row_split
 from .simd import vadd, vclamp, vfma, vinsert, vlanes, vload, vput, vsplat, vstore, vzeros
+
+# Inlined: with the split as a call of its own, the kernels loaded from Numba's on-disk cache ran 35%
+# slower than freshly compiled ones (perf/NOTES.md, session 11).
+row_split = njit(inline="always")(_row_split)
 
 
 @njit(cache=True)
@@ -35,6 +42,28 @@ def gather_vector(rs, index, stride, count):
     for lane in range(count):
         value = vinsert(value, lane, rs, index + lane * stride)
     return value
+
+
+@njit(cache=True)
+def scatter_pixels4(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, count):
+    """Lanes 0..count-1 of v0..v3 to os[index + lane * lane_stride + p * pixel_stride]."""
+    lanes = vlanes(os)
+    # Whole vectors take a loop of constant length, which LLVM unrolls into one extract-and-store per
+    # element (a lane chosen at run time goes through the stack).
+    if count == lanes:
+        for lane in range(lanes):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
+    else:
+        for lane in range(count):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
 
 
 @njit(cache=True)
@@ -61,6 +90,36 @@ def scatter_pixels6(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, v4, v5
             vput(os, row + 3 * pixel_stride, v3, lane)
             vput(os, row + 4 * pixel_stride, v4, lane)
             vput(os, row + 5 * pixel_stride, v5, lane)
+
+
+@njit(cache=True)
+def scatter_pixels8(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, v4, v5, v6, v7, count):
+    """Lanes 0..count-1 of v0..v7 to os[index + lane * lane_stride + p * pixel_stride]."""
+    lanes = vlanes(os)
+    # Whole vectors take a loop of constant length, which LLVM unrolls into one extract-and-store per
+    # element (a lane chosen at run time goes through the stack).
+    if count == lanes:
+        for lane in range(lanes):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
+            vput(os, row + 4 * pixel_stride, v4, lane)
+            vput(os, row + 5 * pixel_stride, v5, lane)
+            vput(os, row + 6 * pixel_stride, v6, lane)
+            vput(os, row + 7 * pixel_stride, v7, lane)
+    else:
+        for lane in range(count):
+            row = index + lane * lane_stride
+            vput(os, row + 0 * pixel_stride, v0, lane)
+            vput(os, row + 1 * pixel_stride, v1, lane)
+            vput(os, row + 2 * pixel_stride, v2, lane)
+            vput(os, row + 3 * pixel_stride, v3, lane)
+            vput(os, row + 4 * pixel_stride, v4, lane)
+            vput(os, row + 5 * pixel_stride, v5, lane)
+            vput(os, row + 6 * pixel_stride, v6, lane)
+            vput(os, row + 7 * pixel_stride, v7, lane)
 
 
 @njit(cache=True)
@@ -115,6 +174,7 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
     os = out.reshape(-1)
     rs = residual.reshape(-1)
     has_residual = rs.shape[0] > 0
+    head, tail = row_split(OW, 6)
     # A job is one output row and one block of output channels, or with channels_inner one row and
     # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
     # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
@@ -132,8 +192,8 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 1 < OW and OW >= 6:
-            ow0 = min(ow0, OW - 6)
+        while ow0 < head:
+            ow0 = min(ow0, head - 6)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -144,18 +204,18 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                 count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
                 count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
                 contiguous = oc == 1 and count0 == lanes and count1 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a4_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a5_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a4_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a5_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
                 if xc == 1:
                     for kd in range(KD):
                         for kh in range(KH):
@@ -295,7 +355,9 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                     elif count1 > 0:
                         scatter_pixels6(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, count1)
             ow0 += 6
-        while ow0 < OW:  # the last pixel
+        ow0 = head
+        while ow0 < head + tail:
+            ow0 = min(ow0, head + tail - 4)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -306,8 +368,131 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                 count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
                 count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
                 contiguous = oc == 1 and count0 == lanes and count1 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                if xc == 1:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(row_taps):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                for ci in range(row_channels):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
+                                    b = vsplat(xs, x0 + ci)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    a0_1 = vfma(b, w1, a0_1)
+                                    b = vsplat(xs, x1 + ci)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    a1_1 = vfma(b, w1, a1_1)
+                                    b = vsplat(xs, x2 + ci)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    a2_1 = vfma(b, w1, a2_1)
+                                    b = vsplat(xs, x3 + ci)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    a3_1 = vfma(b, w1, a3_1)
+                else:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(KW):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                for ci in range(CGI):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
+                                    b = vsplat(xs, x0 + ci * xc)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    a0_1 = vfma(b, w1, a0_1)
+                                    b = vsplat(xs, x1 + ci * xc)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    a1_1 = vfma(b, w1, a1_1)
+                                    b = vsplat(xs, x2 + ci * xc)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    a2_1 = vfma(b, w1, a2_1)
+                                    b = vsplat(xs, x3 + ci * xc)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    a3_1 = vfma(b, w1, a3_1)
+                if has_residual:  # a skip connection's sum, before the activation: no pass of its own
+                    if contiguous:
+                        a0_0 = vadd(a0_0, vload(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes))
+                        a0_1 = vadd(a0_1, vload(rs, out_row + (ow0 + 0) * ow_ + 1 * lanes))
+                        a1_0 = vadd(a1_0, vload(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes))
+                        a1_1 = vadd(a1_1, vload(rs, out_row + (ow0 + 1) * ow_ + 1 * lanes))
+                        a2_0 = vadd(a2_0, vload(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes))
+                        a2_1 = vadd(a2_1, vload(rs, out_row + (ow0 + 2) * ow_ + 1 * lanes))
+                        a3_0 = vadd(a3_0, vload(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes))
+                        a3_1 = vadd(a3_1, vload(rs, out_row + (ow0 + 3) * ow_ + 1 * lanes))
+                    else:
+                        a0_0 = vadd(a0_0, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, count0))
+                        a0_1 = vadd(a0_1, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, count1))
+                        a1_0 = vadd(a1_0, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, count0))
+                        a1_1 = vadd(a1_1, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, count1))
+                        a2_0 = vadd(a2_0, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, count0))
+                        a2_1 = vadd(a2_1, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, count1))
+                        a3_0 = vadd(a3_0, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, count0))
+                        a3_1 = vadd(a3_1, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, count1))
+                if clamp:  # the activation, on registers: no extra pass over the output
+                    a0_0 = vclamp(a0_0, low, high)
+                    a0_1 = vclamp(a0_1, low, high)
+                    a1_0 = vclamp(a1_0, low, high)
+                    a1_1 = vclamp(a1_1, low, high)
+                    a2_0 = vclamp(a2_0, low, high)
+                    a2_1 = vclamp(a2_1, low, high)
+                    a3_0 = vclamp(a3_0, low, high)
+                    a3_1 = vclamp(a3_1, low, high)
+                if contiguous:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                    if oc == 1 and count0 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    elif count0 > 0:
+                        scatter_pixels4(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, count0)
+                    if oc == 1 and count1 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                    elif count1 > 0:
+                        scatter_pixels4(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, count1)
+            ow0 += 4
+        ow0 = head + tail
+        while ow0 < OW:  # single pixels
+            for cb in range(first_block, first_block + per_job):
+                ob = cb % OB
+                g = cb // OB
+                bias0 = cb * BLOCK
+                w_block = cb * KD * KH * KW * CGI * BLOCK
+                x_group = n * xn + g * CGI * xc
+                out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
+                count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
+                count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
+                contiguous = oc == 1 and count0 == lanes and count1 == lanes
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
                 if True:
                     for kd in range(KD):
                         for kh in range(KH):
@@ -360,6 +545,7 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
     os = out.reshape(-1)
     rs = residual.reshape(-1)
     has_residual = rs.shape[0] > 0
+    head, tail = row_split(OW, 12)
     # A job is one output row and one block of output channels, or with channels_inner one row and
     # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
     # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
@@ -377,8 +563,8 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 1 < OW and OW >= 12:
-            ow0 = min(ow0, OW - 12)
+        while ow0 < head:
+            ow0 = min(ow0, head - 12)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -388,18 +574,18 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                 out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
                 count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
                 contiguous = oc == 1 and count0 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a6_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a7_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a8_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a9_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a10_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a11_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a6_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a7_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a8_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a9_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a10_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a11_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
                 if xc == 1:
                     for kd in range(KD):
                         for kh in range(KH):
@@ -558,7 +744,9 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                     elif count0 > 0:
                         scatter_pixels12(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, a8_0, a9_0, a10_0, a11_0, count0)
             ow0 += 12
-        while ow0 < OW:  # the last pixel
+        ow0 = head
+        while ow0 < head + tail:
+            ow0 = min(ow0, head + tail - 8)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -568,7 +756,140 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                 out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
                 count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
                 contiguous = oc == 1 and count0 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a6_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a7_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                if xc == 1:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(row_taps):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                x4 = x_row + ((ow0 + 4) * sw + kw * dw) * xw
+                                x5 = x_row + ((ow0 + 5) * sw + kw * dw) * xw
+                                x6 = x_row + ((ow0 + 6) * sw + kw * dw) * xw
+                                x7 = x_row + ((ow0 + 7) * sw + kw * dw) * xw
+                                for ci in range(row_channels):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    b = vsplat(xs, x0 + ci)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    b = vsplat(xs, x1 + ci)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    b = vsplat(xs, x2 + ci)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    b = vsplat(xs, x3 + ci)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    b = vsplat(xs, x4 + ci)
+                                    a4_0 = vfma(b, w0, a4_0)
+                                    b = vsplat(xs, x5 + ci)
+                                    a5_0 = vfma(b, w0, a5_0)
+                                    b = vsplat(xs, x6 + ci)
+                                    a6_0 = vfma(b, w0, a6_0)
+                                    b = vsplat(xs, x7 + ci)
+                                    a7_0 = vfma(b, w0, a7_0)
+                else:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(KW):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                x4 = x_row + ((ow0 + 4) * sw + kw * dw) * xw
+                                x5 = x_row + ((ow0 + 5) * sw + kw * dw) * xw
+                                x6 = x_row + ((ow0 + 6) * sw + kw * dw) * xw
+                                x7 = x_row + ((ow0 + 7) * sw + kw * dw) * xw
+                                for ci in range(CGI):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    b = vsplat(xs, x0 + ci * xc)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    b = vsplat(xs, x1 + ci * xc)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    b = vsplat(xs, x2 + ci * xc)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    b = vsplat(xs, x3 + ci * xc)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    b = vsplat(xs, x4 + ci * xc)
+                                    a4_0 = vfma(b, w0, a4_0)
+                                    b = vsplat(xs, x5 + ci * xc)
+                                    a5_0 = vfma(b, w0, a5_0)
+                                    b = vsplat(xs, x6 + ci * xc)
+                                    a6_0 = vfma(b, w0, a6_0)
+                                    b = vsplat(xs, x7 + ci * xc)
+                                    a7_0 = vfma(b, w0, a7_0)
+                if has_residual:  # a skip connection's sum, before the activation: no pass of its own
+                    if contiguous:
+                        a0_0 = vadd(a0_0, vload(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes))
+                        a1_0 = vadd(a1_0, vload(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes))
+                        a2_0 = vadd(a2_0, vload(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes))
+                        a3_0 = vadd(a3_0, vload(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes))
+                        a4_0 = vadd(a4_0, vload(rs, out_row + (ow0 + 4) * ow_ + 0 * lanes))
+                        a5_0 = vadd(a5_0, vload(rs, out_row + (ow0 + 5) * ow_ + 0 * lanes))
+                        a6_0 = vadd(a6_0, vload(rs, out_row + (ow0 + 6) * ow_ + 0 * lanes))
+                        a7_0 = vadd(a7_0, vload(rs, out_row + (ow0 + 7) * ow_ + 0 * lanes))
+                    else:
+                        a0_0 = vadd(a0_0, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, count0))
+                        a1_0 = vadd(a1_0, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, count0))
+                        a2_0 = vadd(a2_0, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, count0))
+                        a3_0 = vadd(a3_0, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, count0))
+                        a4_0 = vadd(a4_0, gather_vector(rs, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, count0))
+                        a5_0 = vadd(a5_0, gather_vector(rs, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, count0))
+                        a6_0 = vadd(a6_0, gather_vector(rs, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, count0))
+                        a7_0 = vadd(a7_0, gather_vector(rs, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, count0))
+                if clamp:  # the activation, on registers: no extra pass over the output
+                    a0_0 = vclamp(a0_0, low, high)
+                    a1_0 = vclamp(a1_0, low, high)
+                    a2_0 = vclamp(a2_0, low, high)
+                    a3_0 = vclamp(a3_0, low, high)
+                    a4_0 = vclamp(a4_0, low, high)
+                    a5_0 = vclamp(a5_0, low, high)
+                    a6_0 = vclamp(a6_0, low, high)
+                    a7_0 = vclamp(a7_0, low, high)
+                if contiguous:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                    vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                    vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                    if oc == 1 and count0 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                        vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                        vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                        vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                        vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                    elif count0 > 0:
+                        scatter_pixels8(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, count0)
+            ow0 += 8
+        ow0 = head + tail
+        while ow0 < OW:  # single pixels
+            for cb in range(first_block, first_block + per_job):
+                ob = cb % OB
+                g = cb // OB
+                bias0 = cb * BLOCK
+                w_block = cb * KD * KH * KW * CGI * BLOCK
+                x_group = n * xn + g * CGI * xc
+                out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
+                count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
+                contiguous = oc == 1 and count0 == lanes
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
                 if True:
                     for kd in range(KD):
                         for kh in range(KH):
@@ -611,6 +932,7 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
     os = out.reshape(-1)
     rs = residual.reshape(-1)
     has_residual = rs.shape[0] > 0
+    head, tail = row_split(OW, 6)
     # A job is one output row and one block of output channels, or with channels_inner one row and
     # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
     # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
@@ -628,8 +950,8 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 1 < OW and OW >= 6:
-            ow0 = min(ow0, OW - 6)
+        while ow0 < head:
+            ow0 = min(ow0, head - 6)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -642,30 +964,30 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                 count2 = min(lanes, max(0, cgo - ob * BLOCK - 2 * lanes))  # real channels in vector 2
                 count3 = min(lanes, max(0, cgo - ob * BLOCK - 3 * lanes))  # real channels in vector 3
                 contiguous = oc == 1 and count0 == lanes and count1 == lanes and count2 == lanes and count3 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
-                a0_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
-                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a1_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
-                a1_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
-                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a2_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
-                a2_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
-                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a3_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
-                a3_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
-                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a4_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a4_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
-                a4_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
-                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a5_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a5_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
-                a5_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a0_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a1_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a1_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a2_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a2_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a3_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a3_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a4_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a4_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a4_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a5_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a5_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a5_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
                 if xc == 1:
                     for kd in range(KD):
                         for kh in range(KH):
@@ -899,7 +1221,9 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                     elif count3 > 0:
                         scatter_pixels6(os, out_row + ow0 * ow_ + 3 * lanes * oc, ow_, oc, a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, count3)
             ow0 += 6
-        while ow0 < OW:  # the last pixel
+        ow0 = head
+        while ow0 < head + tail:
+            ow0 = min(ow0, head + tail - 4)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -912,10 +1236,209 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, s
                 count2 = min(lanes, max(0, cgo - ob * BLOCK - 2 * lanes))  # real channels in vector 2
                 count3 = min(lanes, max(0, cgo - ob * BLOCK - 3 * lanes))  # real channels in vector 3
                 contiguous = oc == 1 and count0 == lanes and count1 == lanes and count2 == lanes and count3 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(w)
-                a0_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a0_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a1_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a1_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a2_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a2_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a3_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a3_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
+                if xc == 1:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(row_taps):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                for ci in range(row_channels):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
+                                    w2 = vload(ws, wk + ci * BLOCK + 2 * lanes)
+                                    w3 = vload(ws, wk + ci * BLOCK + 3 * lanes)
+                                    b = vsplat(xs, x0 + ci)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    a0_1 = vfma(b, w1, a0_1)
+                                    a0_2 = vfma(b, w2, a0_2)
+                                    a0_3 = vfma(b, w3, a0_3)
+                                    b = vsplat(xs, x1 + ci)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    a1_1 = vfma(b, w1, a1_1)
+                                    a1_2 = vfma(b, w2, a1_2)
+                                    a1_3 = vfma(b, w3, a1_3)
+                                    b = vsplat(xs, x2 + ci)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    a2_1 = vfma(b, w1, a2_1)
+                                    a2_2 = vfma(b, w2, a2_2)
+                                    a2_3 = vfma(b, w3, a2_3)
+                                    b = vsplat(xs, x3 + ci)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    a3_1 = vfma(b, w1, a3_1)
+                                    a3_2 = vfma(b, w2, a3_2)
+                                    a3_3 = vfma(b, w3, a3_3)
+                else:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(KW):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                for ci in range(CGI):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
+                                    w2 = vload(ws, wk + ci * BLOCK + 2 * lanes)
+                                    w3 = vload(ws, wk + ci * BLOCK + 3 * lanes)
+                                    b = vsplat(xs, x0 + ci * xc)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    a0_1 = vfma(b, w1, a0_1)
+                                    a0_2 = vfma(b, w2, a0_2)
+                                    a0_3 = vfma(b, w3, a0_3)
+                                    b = vsplat(xs, x1 + ci * xc)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    a1_1 = vfma(b, w1, a1_1)
+                                    a1_2 = vfma(b, w2, a1_2)
+                                    a1_3 = vfma(b, w3, a1_3)
+                                    b = vsplat(xs, x2 + ci * xc)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    a2_1 = vfma(b, w1, a2_1)
+                                    a2_2 = vfma(b, w2, a2_2)
+                                    a2_3 = vfma(b, w3, a2_3)
+                                    b = vsplat(xs, x3 + ci * xc)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    a3_1 = vfma(b, w1, a3_1)
+                                    a3_2 = vfma(b, w2, a3_2)
+                                    a3_3 = vfma(b, w3, a3_3)
+                if has_residual:  # a skip connection's sum, before the activation: no pass of its own
+                    if contiguous:
+                        a0_0 = vadd(a0_0, vload(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes))
+                        a0_1 = vadd(a0_1, vload(rs, out_row + (ow0 + 0) * ow_ + 1 * lanes))
+                        a0_2 = vadd(a0_2, vload(rs, out_row + (ow0 + 0) * ow_ + 2 * lanes))
+                        a0_3 = vadd(a0_3, vload(rs, out_row + (ow0 + 0) * ow_ + 3 * lanes))
+                        a1_0 = vadd(a1_0, vload(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes))
+                        a1_1 = vadd(a1_1, vload(rs, out_row + (ow0 + 1) * ow_ + 1 * lanes))
+                        a1_2 = vadd(a1_2, vload(rs, out_row + (ow0 + 1) * ow_ + 2 * lanes))
+                        a1_3 = vadd(a1_3, vload(rs, out_row + (ow0 + 1) * ow_ + 3 * lanes))
+                        a2_0 = vadd(a2_0, vload(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes))
+                        a2_1 = vadd(a2_1, vload(rs, out_row + (ow0 + 2) * ow_ + 1 * lanes))
+                        a2_2 = vadd(a2_2, vload(rs, out_row + (ow0 + 2) * ow_ + 2 * lanes))
+                        a2_3 = vadd(a2_3, vload(rs, out_row + (ow0 + 2) * ow_ + 3 * lanes))
+                        a3_0 = vadd(a3_0, vload(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes))
+                        a3_1 = vadd(a3_1, vload(rs, out_row + (ow0 + 3) * ow_ + 1 * lanes))
+                        a3_2 = vadd(a3_2, vload(rs, out_row + (ow0 + 3) * ow_ + 2 * lanes))
+                        a3_3 = vadd(a3_3, vload(rs, out_row + (ow0 + 3) * ow_ + 3 * lanes))
+                    else:
+                        a0_0 = vadd(a0_0, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, count0))
+                        a0_1 = vadd(a0_1, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, count1))
+                        a0_2 = vadd(a0_2, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 2 * lanes * oc, oc, count2))
+                        a0_3 = vadd(a0_3, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 3 * lanes * oc, oc, count3))
+                        a1_0 = vadd(a1_0, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, count0))
+                        a1_1 = vadd(a1_1, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, count1))
+                        a1_2 = vadd(a1_2, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 2 * lanes * oc, oc, count2))
+                        a1_3 = vadd(a1_3, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 3 * lanes * oc, oc, count3))
+                        a2_0 = vadd(a2_0, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, count0))
+                        a2_1 = vadd(a2_1, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, count1))
+                        a2_2 = vadd(a2_2, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 2 * lanes * oc, oc, count2))
+                        a2_3 = vadd(a2_3, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 3 * lanes * oc, oc, count3))
+                        a3_0 = vadd(a3_0, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, count0))
+                        a3_1 = vadd(a3_1, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, count1))
+                        a3_2 = vadd(a3_2, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 2 * lanes * oc, oc, count2))
+                        a3_3 = vadd(a3_3, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 3 * lanes * oc, oc, count3))
+                if clamp:  # the activation, on registers: no extra pass over the output
+                    a0_0 = vclamp(a0_0, low, high)
+                    a0_1 = vclamp(a0_1, low, high)
+                    a0_2 = vclamp(a0_2, low, high)
+                    a0_3 = vclamp(a0_3, low, high)
+                    a1_0 = vclamp(a1_0, low, high)
+                    a1_1 = vclamp(a1_1, low, high)
+                    a1_2 = vclamp(a1_2, low, high)
+                    a1_3 = vclamp(a1_3, low, high)
+                    a2_0 = vclamp(a2_0, low, high)
+                    a2_1 = vclamp(a2_1, low, high)
+                    a2_2 = vclamp(a2_2, low, high)
+                    a2_3 = vclamp(a2_3, low, high)
+                    a3_0 = vclamp(a3_0, low, high)
+                    a3_1 = vclamp(a3_1, low, high)
+                    a3_2 = vclamp(a3_2, low, high)
+                    a3_3 = vclamp(a3_3, low, high)
+                if contiguous:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 2 * lanes, a1_2)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 3 * lanes, a1_3)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 2 * lanes, a2_2)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 3 * lanes, a2_3)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 2 * lanes, a3_2)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 3 * lanes, a3_3)
+                else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                    if oc == 1 and count0 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    elif count0 > 0:
+                        scatter_pixels4(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, count0)
+                    if oc == 1 and count1 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                    elif count1 > 0:
+                        scatter_pixels4(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, count1)
+                    if oc == 1 and count2 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 2 * lanes, a0_2)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 2 * lanes, a1_2)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 2 * lanes, a2_2)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 2 * lanes, a3_2)
+                    elif count2 > 0:
+                        scatter_pixels4(os, out_row + ow0 * ow_ + 2 * lanes * oc, ow_, oc, a0_2, a1_2, a2_2, a3_2, count2)
+                    if oc == 1 and count3 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 3 * lanes, a0_3)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 3 * lanes, a1_3)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 3 * lanes, a2_3)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 3 * lanes, a3_3)
+                    elif count3 > 0:
+                        scatter_pixels4(os, out_row + ow0 * ow_ + 3 * lanes * oc, ow_, oc, a0_3, a1_3, a2_3, a3_3, count3)
+            ow0 += 4
+        ow0 = head + tail
+        while ow0 < OW:  # single pixels
+            for cb in range(first_block, first_block + per_job):
+                ob = cb % OB
+                g = cb // OB
+                bias0 = cb * BLOCK
+                w_block = cb * KD * KH * KW * CGI * BLOCK
+                x_group = n * xn + g * CGI * xc
+                out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
+                count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
+                count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
+                count2 = min(lanes, max(0, cgo - ob * BLOCK - 2 * lanes))  # real channels in vector 2
+                count3 = min(lanes, max(0, cgo - ob * BLOCK - 3 * lanes))  # real channels in vector 3
+                contiguous = oc == 1 and count0 == lanes and count1 == lanes and count2 == lanes and count3 == lanes
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a0_2 = vload(bias, bias0 + 2 * lanes) if has_bias else vzeros(ws)
+                a0_3 = vload(bias, bias0 + 3 * lanes) if has_bias else vzeros(ws)
                 if True:
                     for kd in range(KD):
                         for kh in range(KH):
@@ -988,6 +1511,7 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
     os = out.reshape(-1)
     rs = residual.reshape(-1)
     has_residual = rs.shape[0] > 0
+    head, tail = row_split(OW, 12)
     # A job is one output row and one block of output channels, or with channels_inner one row and
     # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
     # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
@@ -1005,8 +1529,8 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
         row_taps = 1 if merge else KW
         row_channels = KW * CGI if merge else CGI
         ow0 = 0
-        while ow0 + 1 < OW and OW >= 12:
-            ow0 = min(ow0, OW - 12)
+        while ow0 < head:
+            ow0 = min(ow0, head - 12)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -1017,30 +1541,30 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                 count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
                 count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
                 contiguous = oc == 1 and count0 == lanes and count1 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a4_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a5_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a6_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a6_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a7_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a7_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a8_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a8_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a9_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a9_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a10_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a10_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
-                a11_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a11_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a4_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a5_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a6_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a6_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a7_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a7_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a8_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a8_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a9_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a9_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a10_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a10_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a11_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a11_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
                 if xc == 1:
                     for kd in range(KD):
                         for kh in range(KH):
@@ -1288,7 +1812,9 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                     elif count1 > 0:
                         scatter_pixels12(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1, a8_1, a9_1, a10_1, a11_1, count1)
             ow0 += 12
-        while ow0 < OW:  # the last pixel
+        ow0 = head
+        while ow0 < head + tail:
+            ow0 = min(ow0, head + tail - 8)
             for cb in range(first_block, first_block + per_job):
                 ob = cb % OB
                 g = cb // OB
@@ -1299,8 +1825,211 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, out_group, cgo, 
                 count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
                 count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
                 contiguous = oc == 1 and count0 == lanes and count1 == lanes
-                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(w)
-                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(w)
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a1_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a1_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a2_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a2_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a3_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a3_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a4_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a4_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a5_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a5_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a6_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a6_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                a7_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a7_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
+                if xc == 1:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(row_taps):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                x4 = x_row + ((ow0 + 4) * sw + kw * dw) * xw
+                                x5 = x_row + ((ow0 + 5) * sw + kw * dw) * xw
+                                x6 = x_row + ((ow0 + 6) * sw + kw * dw) * xw
+                                x7 = x_row + ((ow0 + 7) * sw + kw * dw) * xw
+                                for ci in range(row_channels):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
+                                    b = vsplat(xs, x0 + ci)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    a0_1 = vfma(b, w1, a0_1)
+                                    b = vsplat(xs, x1 + ci)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    a1_1 = vfma(b, w1, a1_1)
+                                    b = vsplat(xs, x2 + ci)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    a2_1 = vfma(b, w1, a2_1)
+                                    b = vsplat(xs, x3 + ci)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    a3_1 = vfma(b, w1, a3_1)
+                                    b = vsplat(xs, x4 + ci)
+                                    a4_0 = vfma(b, w0, a4_0)
+                                    a4_1 = vfma(b, w1, a4_1)
+                                    b = vsplat(xs, x5 + ci)
+                                    a5_0 = vfma(b, w0, a5_0)
+                                    a5_1 = vfma(b, w1, a5_1)
+                                    b = vsplat(xs, x6 + ci)
+                                    a6_0 = vfma(b, w0, a6_0)
+                                    a6_1 = vfma(b, w1, a6_1)
+                                    b = vsplat(xs, x7 + ci)
+                                    a7_0 = vfma(b, w0, a7_0)
+                                    a7_1 = vfma(b, w1, a7_1)
+                else:
+                    for kd in range(KD):
+                        for kh in range(KH):
+                            x_row = x_group + (od * sd + kd * dd) * xd + (oh * sh + kh * dh) * xh
+                            for kw in range(KW):
+                                wk = w_block + ((kd * KH + kh) * KW + kw) * CGI * BLOCK
+                                x0 = x_row + ((ow0 + 0) * sw + kw * dw) * xw
+                                x1 = x_row + ((ow0 + 1) * sw + kw * dw) * xw
+                                x2 = x_row + ((ow0 + 2) * sw + kw * dw) * xw
+                                x3 = x_row + ((ow0 + 3) * sw + kw * dw) * xw
+                                x4 = x_row + ((ow0 + 4) * sw + kw * dw) * xw
+                                x5 = x_row + ((ow0 + 5) * sw + kw * dw) * xw
+                                x6 = x_row + ((ow0 + 6) * sw + kw * dw) * xw
+                                x7 = x_row + ((ow0 + 7) * sw + kw * dw) * xw
+                                for ci in range(CGI):
+                                    w0 = vload(ws, wk + ci * BLOCK + 0 * lanes)
+                                    w1 = vload(ws, wk + ci * BLOCK + 1 * lanes)
+                                    b = vsplat(xs, x0 + ci * xc)
+                                    a0_0 = vfma(b, w0, a0_0)
+                                    a0_1 = vfma(b, w1, a0_1)
+                                    b = vsplat(xs, x1 + ci * xc)
+                                    a1_0 = vfma(b, w0, a1_0)
+                                    a1_1 = vfma(b, w1, a1_1)
+                                    b = vsplat(xs, x2 + ci * xc)
+                                    a2_0 = vfma(b, w0, a2_0)
+                                    a2_1 = vfma(b, w1, a2_1)
+                                    b = vsplat(xs, x3 + ci * xc)
+                                    a3_0 = vfma(b, w0, a3_0)
+                                    a3_1 = vfma(b, w1, a3_1)
+                                    b = vsplat(xs, x4 + ci * xc)
+                                    a4_0 = vfma(b, w0, a4_0)
+                                    a4_1 = vfma(b, w1, a4_1)
+                                    b = vsplat(xs, x5 + ci * xc)
+                                    a5_0 = vfma(b, w0, a5_0)
+                                    a5_1 = vfma(b, w1, a5_1)
+                                    b = vsplat(xs, x6 + ci * xc)
+                                    a6_0 = vfma(b, w0, a6_0)
+                                    a6_1 = vfma(b, w1, a6_1)
+                                    b = vsplat(xs, x7 + ci * xc)
+                                    a7_0 = vfma(b, w0, a7_0)
+                                    a7_1 = vfma(b, w1, a7_1)
+                if has_residual:  # a skip connection's sum, before the activation: no pass of its own
+                    if contiguous:
+                        a0_0 = vadd(a0_0, vload(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes))
+                        a0_1 = vadd(a0_1, vload(rs, out_row + (ow0 + 0) * ow_ + 1 * lanes))
+                        a1_0 = vadd(a1_0, vload(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes))
+                        a1_1 = vadd(a1_1, vload(rs, out_row + (ow0 + 1) * ow_ + 1 * lanes))
+                        a2_0 = vadd(a2_0, vload(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes))
+                        a2_1 = vadd(a2_1, vload(rs, out_row + (ow0 + 2) * ow_ + 1 * lanes))
+                        a3_0 = vadd(a3_0, vload(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes))
+                        a3_1 = vadd(a3_1, vload(rs, out_row + (ow0 + 3) * ow_ + 1 * lanes))
+                        a4_0 = vadd(a4_0, vload(rs, out_row + (ow0 + 4) * ow_ + 0 * lanes))
+                        a4_1 = vadd(a4_1, vload(rs, out_row + (ow0 + 4) * ow_ + 1 * lanes))
+                        a5_0 = vadd(a5_0, vload(rs, out_row + (ow0 + 5) * ow_ + 0 * lanes))
+                        a5_1 = vadd(a5_1, vload(rs, out_row + (ow0 + 5) * ow_ + 1 * lanes))
+                        a6_0 = vadd(a6_0, vload(rs, out_row + (ow0 + 6) * ow_ + 0 * lanes))
+                        a6_1 = vadd(a6_1, vload(rs, out_row + (ow0 + 6) * ow_ + 1 * lanes))
+                        a7_0 = vadd(a7_0, vload(rs, out_row + (ow0 + 7) * ow_ + 0 * lanes))
+                        a7_1 = vadd(a7_1, vload(rs, out_row + (ow0 + 7) * ow_ + 1 * lanes))
+                    else:
+                        a0_0 = vadd(a0_0, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 0 * lanes * oc, oc, count0))
+                        a0_1 = vadd(a0_1, gather_vector(rs, out_row + (ow0 + 0) * ow_ + 1 * lanes * oc, oc, count1))
+                        a1_0 = vadd(a1_0, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 0 * lanes * oc, oc, count0))
+                        a1_1 = vadd(a1_1, gather_vector(rs, out_row + (ow0 + 1) * ow_ + 1 * lanes * oc, oc, count1))
+                        a2_0 = vadd(a2_0, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 0 * lanes * oc, oc, count0))
+                        a2_1 = vadd(a2_1, gather_vector(rs, out_row + (ow0 + 2) * ow_ + 1 * lanes * oc, oc, count1))
+                        a3_0 = vadd(a3_0, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 0 * lanes * oc, oc, count0))
+                        a3_1 = vadd(a3_1, gather_vector(rs, out_row + (ow0 + 3) * ow_ + 1 * lanes * oc, oc, count1))
+                        a4_0 = vadd(a4_0, gather_vector(rs, out_row + (ow0 + 4) * ow_ + 0 * lanes * oc, oc, count0))
+                        a4_1 = vadd(a4_1, gather_vector(rs, out_row + (ow0 + 4) * ow_ + 1 * lanes * oc, oc, count1))
+                        a5_0 = vadd(a5_0, gather_vector(rs, out_row + (ow0 + 5) * ow_ + 0 * lanes * oc, oc, count0))
+                        a5_1 = vadd(a5_1, gather_vector(rs, out_row + (ow0 + 5) * ow_ + 1 * lanes * oc, oc, count1))
+                        a6_0 = vadd(a6_0, gather_vector(rs, out_row + (ow0 + 6) * ow_ + 0 * lanes * oc, oc, count0))
+                        a6_1 = vadd(a6_1, gather_vector(rs, out_row + (ow0 + 6) * ow_ + 1 * lanes * oc, oc, count1))
+                        a7_0 = vadd(a7_0, gather_vector(rs, out_row + (ow0 + 7) * ow_ + 0 * lanes * oc, oc, count0))
+                        a7_1 = vadd(a7_1, gather_vector(rs, out_row + (ow0 + 7) * ow_ + 1 * lanes * oc, oc, count1))
+                if clamp:  # the activation, on registers: no extra pass over the output
+                    a0_0 = vclamp(a0_0, low, high)
+                    a0_1 = vclamp(a0_1, low, high)
+                    a1_0 = vclamp(a1_0, low, high)
+                    a1_1 = vclamp(a1_1, low, high)
+                    a2_0 = vclamp(a2_0, low, high)
+                    a2_1 = vclamp(a2_1, low, high)
+                    a3_0 = vclamp(a3_0, low, high)
+                    a3_1 = vclamp(a3_1, low, high)
+                    a4_0 = vclamp(a4_0, low, high)
+                    a4_1 = vclamp(a4_1, low, high)
+                    a5_0 = vclamp(a5_0, low, high)
+                    a5_1 = vclamp(a5_1, low, high)
+                    a6_0 = vclamp(a6_0, low, high)
+                    a6_1 = vclamp(a6_1, low, high)
+                    a7_0 = vclamp(a7_0, low, high)
+                    a7_1 = vclamp(a7_1, low, high)
+                if contiguous:
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                    vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                    vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                    vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                    vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                    vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                    vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+                    vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                    vstore(os, out_row + (ow0 + 6) * ow_ + 1 * lanes, a6_1)
+                    vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                    vstore(os, out_row + (ow0 + 7) * ow_ + 1 * lanes, a7_1)
+                else:  # the last block of a group: whole vectors stored as such, empty ones skipped
+                    if oc == 1 and count0 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 0 * lanes, a0_0)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 0 * lanes, a1_0)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 0 * lanes, a2_0)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 0 * lanes, a3_0)
+                        vstore(os, out_row + (ow0 + 4) * ow_ + 0 * lanes, a4_0)
+                        vstore(os, out_row + (ow0 + 5) * ow_ + 0 * lanes, a5_0)
+                        vstore(os, out_row + (ow0 + 6) * ow_ + 0 * lanes, a6_0)
+                        vstore(os, out_row + (ow0 + 7) * ow_ + 0 * lanes, a7_0)
+                    elif count0 > 0:
+                        scatter_pixels8(os, out_row + ow0 * ow_ + 0 * lanes * oc, ow_, oc, a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, count0)
+                    if oc == 1 and count1 == lanes:
+                        vstore(os, out_row + (ow0 + 0) * ow_ + 1 * lanes, a0_1)
+                        vstore(os, out_row + (ow0 + 1) * ow_ + 1 * lanes, a1_1)
+                        vstore(os, out_row + (ow0 + 2) * ow_ + 1 * lanes, a2_1)
+                        vstore(os, out_row + (ow0 + 3) * ow_ + 1 * lanes, a3_1)
+                        vstore(os, out_row + (ow0 + 4) * ow_ + 1 * lanes, a4_1)
+                        vstore(os, out_row + (ow0 + 5) * ow_ + 1 * lanes, a5_1)
+                        vstore(os, out_row + (ow0 + 6) * ow_ + 1 * lanes, a6_1)
+                        vstore(os, out_row + (ow0 + 7) * ow_ + 1 * lanes, a7_1)
+                    elif count1 > 0:
+                        scatter_pixels8(os, out_row + ow0 * ow_ + 1 * lanes * oc, ow_, oc, a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1, count1)
+            ow0 += 8
+        ow0 = head + tail
+        while ow0 < OW:  # single pixels
+            for cb in range(first_block, first_block + per_job):
+                ob = cb % OB
+                g = cb // OB
+                bias0 = cb * BLOCK
+                w_block = cb * KD * KH * KW * CGI * BLOCK
+                x_group = n * xn + g * CGI * xc
+                out_row = n * on + od * od_ + oh * oh_ + g * out_group + ob * BLOCK * oc
+                count0 = min(lanes, max(0, cgo - ob * BLOCK - 0 * lanes))  # real channels in vector 0
+                count1 = min(lanes, max(0, cgo - ob * BLOCK - 1 * lanes))  # real channels in vector 1
+                contiguous = oc == 1 and count0 == lanes and count1 == lanes
+                a0_0 = vload(bias, bias0 + 0 * lanes) if has_bias else vzeros(ws)
+                a0_1 = vload(bias, bias0 + 1 * lanes) if has_bias else vzeros(ws)
                 if True:
                     for kd in range(KD):
                         for kh in range(KH):
