@@ -83,7 +83,7 @@ def scatter_source(pixels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def block_source(pixels: int, vectors: int, count: int, indent: str) -> list[str]:
+def block_source(vectors: int, count: int, indent: str) -> list[str]:
     """The code of one block of ``count`` output pixels at ow0 for every channel block of a job: the
     reduction in P*V named accumulators, the residual, the clamp and the stores."""
     lines: list[str] = []
@@ -195,18 +195,13 @@ def kernel_source(pixels: int, vectors: int) -> str:
     # Blocks of P over the row's head and of Q = tail_pixels(P) over its tail, the last block of each
     # overlapping the one before it (its pixels are stored twice with the same values); single pixels,
     # whose V dependent FMA chains leave the FMA units idle, only where row_split finds nothing cheaper.
-    small = dispatch.tail_pixels(pixels)
-    for count, end, loop in ((pixels, "head", "while ow0 < head:"), (small, "head + tail", "while ow0 < head + tail:"),
-                             (1, "OW", "while ow0 < OW:  # single pixels")):
+    runs = ((pixels, "0", "head"), (dispatch.tail_pixels(pixels), "head", "head + tail"), (1, "head + tail", "OW"))
+    for count, start, end in runs:
+        emit(f"        ow0 = {start}")
+        emit(f"        while ow0 < {end}:" + ("  # single pixels" if count == 1 else ""))
         if count > 1:
-            emit(f"        ow0 = {'0' if count == pixels else 'head'}")
-        else:
-            emit("        ow0 = head + tail")
-        emit(f"        {loop}")
-        pad = " " * 12
-        if count > 1:
-            emit(f"{pad}ow0 = min(ow0, {end} - {count})")
-        lines += block_source(pixels, vectors, count, " " * 12)
+            emit(f"            ow0 = min(ow0, {end} - {count})")
+        lines += block_source(vectors, count, " " * 12)
         emit(f"{' ' * 12}ow0 += {count}")
     return "\n".join(lines) + "\n"
 
