@@ -69,6 +69,54 @@ def row_work(width: int, pixels: int) -> float:
     return -(-head // pixels) * pixels + -(-tail // small) * small + rest * ONE_PIXEL_COST
 
 
+def row_blocks(width: int, pixels: int) -> list[tuple[int, int]]:
+    """(first pixel, pixels) of each block the SIMD kernels run over an output row of ``width``, in their
+    order: row_split's head in blocks of ``pixels``, its tail in blocks of tail_pixels(pixels), the last
+    block of each run overlapping the one before, then single pixels."""
+    head, tail = row_split(width, pixels)
+    blocks = []
+    for count, start, end in ((pixels, 0, head), (tail_pixels(pixels), head, head + tail), (1, head + tail, width)):
+        first = start
+        while first < end:
+            first = min(first, end - count)
+            blocks.append((first, count))
+            first += count
+    return blocks
+
+
+def edge_columns(out_width: int, pixels: int, stride: int, dilation: int, taps: int, pad_before: int,
+                 width: int, pad_after: int) -> tuple[int, int]:
+    """(left, right): the zero-padded columns a SIMD kernel reads from its edge copy instead of the input,
+    [0, left) and [right, padded width).  A block of output pixels whose taps reach the padding takes all
+    its input columns from there; the row's blocks are those of row_blocks.  Both ranges meet (left ==
+    right == padded width: every padded column) where one block reaches both sides or the two overlap."""
+    padded = pad_before + width + pad_after
+    left, right = 0, padded
+    for first, count in row_blocks(out_width, pixels):
+        low, high = first * stride, (first + count - 1) * stride + (taps - 1) * dilation  # padded columns read
+        if low < pad_before and high >= pad_before + width:
+            return padded, padded
+        if low < pad_before:
+            left = max(left, high + 1)
+        elif high >= pad_before + width:
+            right = min(right, low)
+    return (left, right) if left <= right else (padded, padded)
+
+
+def tap_range(first: int, dilation: int, taps: int, size: int) -> tuple[int, int]:
+    """(low, high): the taps k in [low, high) of a kernel axis whose input index first + k * dilation
+    lies in [0, size), for an output whose first tap reads index ``first`` (output * stride - padding);
+    empty (high <= low) where none does.  The SIMD kernels skip the others instead of reading a
+    zero-padded copy of the rows (they compile this function: numba.njit)."""
+    low = 0
+    if first < 0:
+        low = (dilation - 1 - first) // dilation
+    high = taps
+    if first + (taps - 1) * dilation >= size:
+        high = (size - 1 - first) // dilation + 1 if first < size else 0
+    return low, high
+
+
 # (output channels, pixel vectors) of numbaconv.kernels.cpu.simd_rows, by vector registers of the ISA.
 ROWS_BLOCKS = {16: (4, 3), 32: (8, 3)}
 # Channels-first input with at most this many channels (a network's first layer) runs on the

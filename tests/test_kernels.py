@@ -600,7 +600,7 @@ def test_channel_blocks_inside_or_across_jobs(inner, k, groups, shuffle, size, r
             assert not last and k == 1
             continue
         calls = [plan for key, plan in prepared._simd_plans.items() if key[1] == last][0][3]
-        assert all(call[5][-1] == inner for call in calls)
+        assert all(call[-1][-1] == inner for call in calls)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -680,3 +680,67 @@ def test_simd_rows_of_every_width(cout, groups, last, rng):
         else:
             y = prepared(x, residual=r)
         assert_close(expected, y, scale, reduction=w[0].size)
+
+
+@pytest.mark.parametrize("nd,cin,cout,groups,k,stride,padding,dilation,size,in_place", [
+    (2, 5, 16, 1, 3, 1, ((1, 1), (1, 1)), 1, (7, 20), True),      # a row of blocks 6 + 6 + 4 + 4, 5 channels
+    (2, 16, 16, 1, 3, 2, ((2, 0), (3, 1)), 1, (9, 23), True),     # asymmetric, stride 2, merged (kw, c_in) rows
+    (2, 8, 24, 2, 3, 1, ((4, 5), (5, 4)), 2, (6, 61), True),      # padding wider than the dilated kernel: rows
+    (2, 3, 16, 1, 7, 2, ((3, 3), (3, 3)), 1, (11, 61), True),     # and columns that see only padding; a stem
+    (1, 6, 16, 1, 5, 1, ((2, 2),), 1, (40,), True),               # conv1d
+    (3, 4, 16, 1, 3, 1, ((1, 1), (1, 1), (1, 1)), 1, (4, 5, 14), True),  # conv3d: depth taps skipped too
+    (3, 6, 12, 3, 2, 2, ((1, 0), (0, 1), (1, 1)), 2, (5, 6, 9), True),
+    # Edge columns wider than the row (one block reaching both sides, or stride > kernel): a padded copy.
+    (2, 16, 16, 1, 3, 1, ((1, 1), (1, 1)), 1, (4, 6), False),
+    (2, 4, 8, 1, 2, 3, ((3, 3), (2, 6)), 1, (5, 8), False),
+])
+@pytest.mark.parametrize("last", [True, False])
+def test_simd_reads_zero_padding_in_place(nd, cin, cout, groups, k, stride, padding, dilation, size, in_place, last,
+                                          rng):
+    """Zero padding is skipped inside the SIMD kernel: rows and depths in the padding are left out of the
+    reduction, and blocks of pixels that reach the padding columns read a copy of the columns at each end
+    of the rows (no padded copy of the input).  Against the float64 reference, on batch 1 and 2,
+    channels-last and channels-first input (copied channels-last without padding)."""
+    spec = nc.ConvSpec(nd, cin, cout, k, stride, padding, dilation, groups, bias=True)
+    w = (rng.standard_normal(spec.weight_shape) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(cout) + 0.1).astype(np.float32)
+    prepared = nc.prepare(spec, w, b, kernel="simd")
+    pads = (0,) * (3 - nd) + tuple(p for p, _ in padding)
+    for n in (1, 2):
+        x = (rng.standard_normal((n, cin, *size)) + 0.1).astype(np.float32)
+        expected = ref.conv(x, w, b, stride, padding, dilation, groups)
+        scale = ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, padding, dilation, groups)
+        if last:
+            y = np.moveaxis(prepared(np.moveaxis(x, 1, -1), layout="channels_last"), -1, 1)
+        else:
+            y = prepared(x)
+        assert_close(expected, y, scale, reduction=w[0].size)
+        read_last, before, after, calls, wide, edge = [plan for key, plan in prepared._simd_plans.items()
+                                                       if key[0][0] == n and key[1] == last][0]
+        assert read_last and not wide and (edge is not None) == in_place
+        assert before == ((0, 0, 0) if in_place else pads)
+        assert [call[5][1] for call in calls] == [pads if in_place else (0, 0, 0)]
+
+
+@pytest.mark.parametrize("pixels", [6, 12])
+def test_edge_columns_hold_every_block_that_reaches_the_padding(pixels):
+    """Each block of a row (dispatch.row_blocks) reads only input columns, or lies wholly in one of the
+    edge copy's two column ranges, as the kernel assumes."""
+    for width in range(1, 40):
+        for k, stride, dilation, before, after in [(3, 1, 1, 1, 1), (3, 2, 1, 1, 0), (5, 1, 2, 4, 4), (2, 3, 1, 3, 5),
+                                                   (7, 2, 1, 3, 3), (1, 1, 1, 2, 0)]:
+            padded = before + width + after
+            out_width = (padded - dilation * (k - 1) - 1) // stride + 1
+            if out_width < 1:
+                continue
+            left, right = dispatch.edge_columns(out_width, pixels, stride, dilation, k, before, width, after)
+            assert 0 <= left <= right <= padded
+            covered = set()
+            for first, count in dispatch.row_blocks(out_width, pixels):
+                covered.update(range(first, first + count))
+                low, high = first * stride, (first + count - 1) * stride + (k - 1) * dilation
+                assert high < padded
+                if low >= before and high < before + width:
+                    continue
+                assert high < left or low >= right, (width, k, stride, first, count, left, right)
+            assert covered == set(range(out_width))

@@ -56,6 +56,30 @@ ROW_TILE = 256
 ROWS_WITHOUT_TILES = 8
 
 
+@njit(parallel=True, cache=True)
+def copy_edge_columns(x, out, pad_w, left, right, columns):
+    """The columns of x's zero-padded rows that the SIMD kernel's edge blocks read (dispatch.edge_columns):
+    out[n, d, h, e] = padded column e for e < left, padded column e - left + right for left <= e <
+    columns, where padded column p is x[n, d, h, p - pad_w] inside x and 0 outside.
+
+    x and out (N, D, H, W, C) C-contiguous, columns <= W: out has x's strides, so that the kernel reads
+    either through the same index arithmetic; the rest of out's rows is left as it is.  Unlike a padded
+    copy of the whole input, this writes only the few columns at each end of a row.
+    """
+    N, D, H, W, C = x.shape
+    xs = x.reshape(-1)
+    os = out.reshape(-1)
+    for row in prange(N * D * H):
+        start = row * W * C
+        for e in range(columns):
+            column = (e if e < left else e - left + right) - pad_w
+            at = start + e * C
+            if 0 <= column < W:
+                os[at:at + C] = xs[start + column * C:start + column * C + C]
+            else:
+                os[at:at + C] = 0
+
+
 @njit(cache=True)
 def row_tiles(rows, width):
     """How many jobs each row of ``width`` pixels is split into."""
