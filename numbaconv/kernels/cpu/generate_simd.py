@@ -220,6 +220,7 @@ def kernel_source(pixels: int, vectors: int) -> str:
     # Blocks of P over the row's head and of Q = tail_pixels(P) over its tail, the last block of each
     # overlapping the one before it (its pixels are stored twice with the same values); single pixels,
     # whose V dependent FMA chains leave the FMA units idle, only where row_split finds nothing cheaper.
+    # dispatch.row_blocks lists the same blocks for the dispatcher (edge_columns): change both together.
     runs = ((pixels, "0", "head"), (dispatch.tail_pixels(pixels), "head", "head + tail"), (1, "head + tail", "OW"))
     for count, start, end in runs:
         emit(f"        ow0 = {start}")
