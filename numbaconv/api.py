@@ -101,9 +101,10 @@ _NO_CLAMP = (False, 0.0, 0.0)
 _PACKED_ON_FIRST_USE = {"packed": "_pack_simd", "bias": "_pack_simd", "rows_packed": "_pack_rows",
                         "rows_bias": "_pack_rows", "rows_channel": "_pack_rows", "window_packed": "_pack_window"}
 _EMPTY = {np.float32: np.zeros(0, np.float32), np.float64: np.zeros(0, np.float64)}  # "no residual" for the kernels
-# The SIMD kernel's input extent for an input read without bounds: a padded copy whose every tap the
-# call's geometry keeps inside, as long rows (_wide_rows) or subpixel phases do.
-_UNBOUNDED = (1 << 40,) * 3
+# The SIMD kernel's (input extent, padding it skips, edge columns) for an input read without bounds: a
+# padded copy whose every tap the call's geometry keeps inside, as long rows (_wide_rows) or subpixel
+# phases do.
+_UNBOUNDED = ((1 << 40,) * 3, (0, 0, 0), (0, 0))
 
 
 def apply_activation(y: np.ndarray, kind: str | None, attrs: dict | None = None) -> np.ndarray:
@@ -625,7 +626,6 @@ class PreparedConv:
                 edge, geometry = (before[2], left, right, columns), (in_size, before, (left, right))
                 before, after, padded3 = (0, 0, 0), (0, 0, 0), in_size  # no padded copy
         x_strides = element_strides((n, spec.in_channels, *padded3), read_last)
-        unbounded = (_UNBOUNDED, (0, 0, 0), (0, 0))
         per_group = spec.out_channels // spec.groups
         y_strides = element_strides((n, spec.out_channels, *out3), last)
         if self.shuffle_in_strides:
@@ -653,7 +653,7 @@ class PreparedConv:
             x_pixel, y_pixel = x_strides[4], y_strides[4]
             calls = tuple((start * x_pixel, (*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
                            start * y_pixel, (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
-                           rows_shape, unbounded, (out_group, per_group, 1, 1, 1, 1, 1, 1, inner(rows_shape)))
+                           rows_shape, _UNBOUNDED, (out_group, per_group, 1, 1, 1, 1, 1, 1, inner(rows_shape)))
                           for rows_shape, start in (((n, 1, rows - 1, POINTWISE_ROW), 0),
                                                     ((n, 1, 1, final), (rows - 1) * POINTWISE_ROW))
                           if rows_shape[2])
@@ -662,7 +662,7 @@ class PreparedConv:
             length = (out3[1] - 1) * wide + out3[2]
             plane = out3[1] * wide * spec.out_channels
             y_strides = (out3[0] * plane, 1, plane, plane, spec.out_channels)
-            calls = ((0, x_strides, 0, y_strides, (n, out3[0], 1, length), unbounded,
+            calls = ((0, x_strides, 0, y_strides, (n, out3[0], 1, length), _UNBOUNDED,
                       (per_group, per_group, 1, 1, 1, *_pad3(spec.dilation, 1), inner((n, out3[0], 1)))),)
         else:
             calls = ((0, x_strides, 0, y_strides, (n, *out3), geometry,
@@ -681,11 +681,12 @@ class PreparedConv:
         xin = self._channels_last_padded(x, last, before, after)
         flat_x, flat_y = xin.reshape(-1), result.reshape(-1)
         flat_r = residual.reshape(-1) if residual is not None else _EMPTY[self.dtype.type]
+        in_size, pads, columns = _UNBOUNDED
         for index, x_offset, x_strides, y_offset, y_strides, shape, steps in calls:
             _, kernel, packed, padded_bias = self.subpixel_phases[index]
             kernel(flat_x[x_offset:], x_strides, packed, padded_bias, flat_y[y_offset:],
-                   flat_r[y_offset:] if flat_r.shape[0] else flat_r, y_strides, shape, _UNBOUNDED, (0, 0, 0),
-                   flat_x[x_offset:], (0, 0), *steps, *clamp)
+                   flat_r[y_offset:] if flat_r.shape[0] else flat_r, y_strides, shape, in_size, pads,
+                   flat_x[x_offset:], columns, *steps, *clamp)
         for phase, *_ in self.subpixel_phases:  # outputs no tap reaches: the bias alone
             if phase.empty:
                 self._fill_bias(result, last, phase.offset, clamp, residual)

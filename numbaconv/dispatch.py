@@ -32,6 +32,8 @@ def simd_block(channels_per_group: int, lanes: int, registers: int) -> tuple[int
         if channels_per_group >= vectors * lanes:
             return shapes[vectors]
     return shapes[1]
+
+
 # A block's pixels run as independent FMA chains (V per pixel); below about 8 chains they wait on the
 # FMA latency.  A row's last pixels that fill no whole block of P go through blocks of tail_pixels(P) =
 # 2P/3 (4 of 6: still 8 chains) before the one-pixel loop, so most widths are covered exactly.
@@ -61,14 +63,6 @@ def row_split(width: int, pixels: int) -> tuple[int, int]:
     return best
 
 
-def row_work(width: int, pixels: int) -> float:
-    """The pixels' worth of block work a row of ``width`` costs under row_split."""
-    head, tail = row_split(width, pixels)
-    small = tail_pixels(pixels)
-    rest = width - head - tail
-    return -(-head // pixels) * pixels + -(-tail // small) * small + rest * ONE_PIXEL_COST
-
-
 def row_blocks(width: int, pixels: int) -> list[tuple[int, int]]:
     """(first pixel, pixels) of each block the SIMD kernels run over an output row of ``width``, in their
     order: row_split's head in blocks of ``pixels``, its tail in blocks of tail_pixels(pixels), the last
@@ -82,6 +76,12 @@ def row_blocks(width: int, pixels: int) -> list[tuple[int, int]]:
             blocks.append((first, count))
             first += count
     return blocks
+
+
+def row_work(width: int, pixels: int) -> float:
+    """The pixels' worth of block work a row of ``width`` costs: its blocks (row_blocks), a single pixel
+    counted as ONE_PIXEL_COST."""
+    return sum(count if count > 1 else ONE_PIXEL_COST for _, count in row_blocks(width, pixels))
 
 
 def edge_columns(out_width: int, pixels: int, stride: int, dilation: int, taps: int, pad_before: int,

@@ -96,6 +96,10 @@ def block_source(vectors: int, count: int, indent: str) -> list[str]:
     reduction in P*V named accumulators, the residual, the clamp and the stores."""
     lines: list[str] = []
     emit = lines.append
+
+    def out_at(p: int, v: int) -> str:  # where output vector v of the block's pixel p lies in out (and residual)
+        return f"out_row + (ow0 + {p}) * ow_ + {v} * lanes"
+
     pad = indent
     emit(f"{pad}# A block whose taps reach the padding columns reads the copy of those columns, zero-padded; the")
     emit(f"{pad}# choice is made per block and the copy has x's strides (a choice per tap cost 3%, strides per")
@@ -144,7 +148,7 @@ def block_source(vectors: int, count: int, indent: str) -> list[str]:
     emit(f"{pad}    if contiguous:")
     for p in range(count):
         for v in range(vectors):
-            emit(f"{pad}        a{p}_{v} = vadd(a{p}_{v}, vload(rs, out_row + (ow0 + {p}) * ow_ + {v} * lanes))")
+            emit(f"{pad}        a{p}_{v} = vadd(a{p}_{v}, vload(rs, {out_at(p, v)}))")
     emit(f"{pad}    else:")
     for p in range(count):
         for v in range(vectors):
@@ -157,12 +161,12 @@ def block_source(vectors: int, count: int, indent: str) -> list[str]:
     emit(f"{pad}if contiguous:")
     for p in range(count):
         for v in range(vectors):
-            emit(f"{pad}    vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
+            emit(f"{pad}    vstore(os, {out_at(p, v)}, a{p}_{v})")
     emit(f"{pad}else:  # the last block of a group: whole vectors stored as such, empty ones skipped")
     for v in range(vectors):
         emit(f"{pad}    if oc == 1 and count{v} == lanes:")
         for p in range(count):
-            emit(f"{pad}        vstore(os, out_row + (ow0 + {p}) * ow_ + {v} * lanes, a{p}_{v})")
+            emit(f"{pad}        vstore(os, {out_at(p, v)}, a{p}_{v})")
         emit(f"{pad}    elif count{v} > 0:")
         if count == 1:
             emit(f"{pad}        scatter_vector(os, out_row + ow0 * ow_ + {v} * lanes * oc, oc, a0_{v}, count{v})")
