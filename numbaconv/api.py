@@ -651,9 +651,11 @@ class PreparedConv:
             rows = max(1, pixels // POINTWISE_ROW)
             final = pixels - (rows - 1) * POINTWISE_ROW
             x_pixel, y_pixel = x_strides[4], y_strides[4]
+            prefetch = (dispatch.pointwise_prefetch(math.prod(shape) * self.dtype.itemsize, self.block_pixels, x_pixel,
+                                                    spec.in_channels // spec.groups, per_group) if read_last else None)
             calls = tuple((start * x_pixel, (*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
-                           start * y_pixel, (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel),
-                           rows_shape, _UNBOUNDED, (out_group, per_group, 1, 1, 1, 1, 1, 1, inner(rows_shape)))
+                           start * y_pixel, (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel), rows_shape,
+                           _UNBOUNDED, (out_group, per_group, 1, 1, 1, 1, 1, 1, inner(rows_shape), prefetch))
                           for rows_shape, start in (((n, 1, rows - 1, POINTWISE_ROW), 0),
                                                     ((n, 1, 1, final), (rows - 1) * POINTWISE_ROW))
                           if rows_shape[2])
@@ -663,10 +665,11 @@ class PreparedConv:
             plane = out3[1] * wide * spec.out_channels
             y_strides = (out3[0] * plane, 1, plane, plane, spec.out_channels)
             calls = ((0, x_strides, 0, y_strides, (n, out3[0], 1, length), _UNBOUNDED,
-                      (per_group, per_group, 1, 1, 1, *_pad3(spec.dilation, 1), inner((n, out3[0], 1)))),)
+                      (per_group, per_group, 1, 1, 1, *_pad3(spec.dilation, 1), inner((n, out3[0], 1)), None)),)
         else:
             calls = ((0, x_strides, 0, y_strides, (n, *out3), geometry,
-                      (out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), inner((n, *out3)))),)
+                      (out_group, per_group, *_pad3(spec.stride, 1), *_pad3(spec.dilation, 1), inner((n, *out3)),
+                       None)),)
         if len(self._simd_plans) >= _PLANS_KEPT:
             self._simd_plans.clear()
         plan = self._simd_plans[key] = (read_last, before, after, calls, wide, edge)
@@ -718,7 +721,7 @@ class PreparedConv:
             (index, sum((lo + b) * st for lo, b, st in zip(_pad3(low, 0), _pad3(before, 0), x_strides[2:])),
              x_strides, sum(f * st for f, st in zip(_pad3(phase.offset, 0), y_strides[2:])), phase_strides,
              (shape[0], *_pad3(count, 1)),
-             (per_group * y_strides[1], per_group, 1, 1, 1, *_pad3(phase.dilation, 1), False))
+             (per_group * y_strides[1], per_group, 1, 1, 1, *_pad3(phase.dilation, 1), False, None))
             for index, phase, (count, low, _) in live)
         if len(self._simd_plans) >= _PLANS_KEPT:
             self._simd_plans.clear()

@@ -204,6 +204,29 @@ def channels_inner(weight_bytes: int, rows: int, threads: int) -> bool:
     return weight_bytes <= CHANNELS_INNER_WEIGHT_BYTES and rows >= CHANNELS_INNER_ROWS_PER_THREAD * threads
 
 
+# A channels-last pointwise layer whose input is larger than this streams it from memory (this machine's
+# L3 is 32 MB, shared with the output): each step of its reduction then prefetches a line of the next
+# block of pixels.  Measured per shape, the kernel alone with and without (perf/NOTES.md, session 15):
+# 1.1-1.5x with 96-256 input and up to 64 output channels per group from 8-13 MB of input on; 0.9x
+# where the input stays in cache, 0.94x on 64-step reductions, 0.85-0.97x with more outputs per group,
+# whose longer work per line leaves memory time to keep up.
+PREFETCH_INPUT_BYTES = 8 << 20
+PREFETCH_GROUP_IN_CHANNELS = (96, 256)
+PREFETCH_GROUP_OUT_CHANNELS = 64
+
+
+def pointwise_prefetch(input_bytes: int, block_pixels: int, pixel_stride: int, group_in: int,
+                       group_out: int) -> int | None:
+    """The SIMD kernel's ``prefetch`` for a channels-last pointwise call with ``group_in`` input and
+    ``group_out`` output channels per group: elements per reduction step, so that the group_in steps sweep
+    the next ``block_pixels`` pixels (``pixel_stride`` elements apart); None (no prefetch) outside the
+    shapes where it was measured to pay."""
+    low, high = PREFETCH_GROUP_IN_CHANNELS
+    if input_bytes <= PREFETCH_INPUT_BYTES or not low <= group_in <= high or group_out > PREFETCH_GROUP_OUT_CHANNELS:
+        return None
+    return max(1, block_pixels * pixel_stride // group_in)
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 

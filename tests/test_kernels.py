@@ -140,6 +140,41 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
         np.testing.assert_allclose(y if layout is None else np.moveaxis(y, -1, 1), expected, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("cin,cout,groups,shuffle,size,batch", [
+    (96, 64, 1, 0, (17, 23), 2),    # the shortest reduction it takes, rows with a tail, channel blocks inside jobs
+    (200, 40, 2, 0, (9, 31), 1),    # groups of 100 -> 20: a partial vector, batch 1, one row per image
+    (288, 48, 3, 3, (15, 15), 3)])  # a folded channel shuffle (strided output), the sweep over three groups
+def test_pointwise_prefetch_specialization_matches_reference(cin, cout, groups, shuffle, size, batch, rng,
+                                                             monkeypatch):
+    """The SIMD kernel compiled with a prefetch (large channels-last pointwise inputs), forced on small
+    shapes: the same results as without, residual and activation included, reading past no array's end."""
+    monkeypatch.setattr(dispatch, "PREFETCH_INPUT_BYTES", 0)
+    x = (rng.standard_normal((batch, cin, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((cout, cin // groups, 1, 1)) + 0.1).astype(np.float32)
+    b = (rng.standard_normal(cout) + 0.1).astype(np.float32)
+    residual = (rng.standard_normal((batch, cout, *size)) + 0.1).astype(np.float32)
+    spec = nc.ConvSpec(2, cin, cout, 1, groups=groups, bias=True)
+    prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation="relu", kernel="simd")
+    expected = ref.conv(x, w, b, 1, [(0, 0)] * 2, 1, groups)
+    expected = np.maximum((ref.channel_shuffle(expected, shuffle) if shuffle else expected) + residual, 0)
+    wide = np.moveaxis(x, 1, -1).repeat(2, axis=2)[:, :, ::2]  # non-contiguous channels-last input
+    y = prepared(wide, layout="NHWC", residual=np.moveaxis(residual, 1, -1))
+    assert_close(expected, np.moveaxis(y, -1, 1), np.abs(expected) + np.abs(residual) + 1, reduction=cin // groups)
+    calls = [plan for key, plan in prepared._simd_plans.items() if key[1]][0][3]
+    sweep = prepared.block_pixels * groups
+    assert all(call[-1][9] == sweep for call in calls)
+    assert any(str(signature[21]) == "int64" for signature in prepared.simd_kernel.signatures)
+
+
+@pytest.mark.parametrize("input_bytes,group_in,group_out,expected", [
+    (25 << 20, 256, 64, 6), (25 << 20, 128, 32, 6), (9 << 20, 96, 64, 6),  # ResNet's 256->64 at batch 8
+    (4 << 20, 256, 64, None),                                             # an input that stays in cache
+    (25 << 20, 64, 64, None), (25 << 20, 512, 64, None),                  # short and long reductions
+    (25 << 20, 256, 128, None)])                                          # more outputs per line of input
+def test_pointwise_prefetch_only_where_it_was_measured_to_pay(input_bytes, group_in, group_out, expected):
+    assert dispatch.pointwise_prefetch(input_bytes, 6, group_in, group_in, group_out) == expected
+
+
 @pytest.mark.parametrize("size,k,stride,padding,dilation,multiplier,activation", [
     ((9, 37), 3, 1, 1, 1, 1, None),        # the unrolled 3x3 path, several vectors and an overlapping last one
     ((8, 41), 3, 2, 1, 1, 1, "relu6"),     # stride 2: even-lane loads
@@ -600,7 +635,7 @@ def test_channel_blocks_inside_or_across_jobs(inner, k, groups, shuffle, size, r
             assert not last and k == 1
             continue
         calls = [plan for key, plan in prepared._simd_plans.items() if key[1] == last][0][3]
-        assert all(call[-1][-1] == inner for call in calls)
+        assert all(call[-1][8] == inner for call in calls)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
