@@ -644,21 +644,25 @@ class PreparedConv:
             return dispatch.channels_inner(self.packed.nbytes, math.prod(call_shape[:3]), threads)
 
         if self.pointwise and not any(bound.pad_before) and not any(bound.pad_after) and pixels > out3[2]:
-            # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of
-            # POINTWISE_ROW (a multiple of every block's pixel count), the last row taking the remainder,
-            # leaves one tail per image instead of one per output row (a 7x7 map's rows of 7 pixels are
-            # one block and one latency-bound single pixel each).
-            rows = max(1, pixels // POINTWISE_ROW)
-            final = pixels - (rows - 1) * POINTWISE_ROW
+            # A pointwise convolution is a GEMM over each image's pixels: walking them as rows of a length
+            # that divides them (or of POINTWISE_ROW, a multiple of every block's pixel count, the last row
+            # taking the remainder) leaves one tail per row of the walk instead of one per output row (a 7x7
+            # map's rows of 7 pixels are one block and one latency-bound single pixel each).
+            length = dispatch.pointwise_row(pixels, n, threads, self.block_pixels, POINTWISE_ROW)
+            if length:
+                runs = (((n, 1, pixels // length, length), 0),)
+            else:
+                length = POINTWISE_ROW
+                rows = max(1, pixels // length)
+                final = pixels - (rows - 1) * length
+                runs = (((n, 1, rows - 1, length), 0), ((n, 1, 1, final), (rows - 1) * length))
             x_pixel, y_pixel = x_strides[4], y_strides[4]
             prefetch = (dispatch.pointwise_prefetch(math.prod(shape) * self.dtype.itemsize, self.block_pixels, x_pixel,
                                                     spec.in_channels // spec.groups, per_group) if read_last else None)
-            calls = tuple((start * x_pixel, (*x_strides[:3], POINTWISE_ROW * x_pixel, x_pixel),
-                           start * y_pixel, (*y_strides[:3], POINTWISE_ROW * y_pixel, y_pixel), rows_shape,
-                           _UNBOUNDED, (out_group, per_group, 1, 1, 1, 1, 1, 1, inner(rows_shape), prefetch))
-                          for rows_shape, start in (((n, 1, rows - 1, POINTWISE_ROW), 0),
-                                                    ((n, 1, 1, final), (rows - 1) * POINTWISE_ROW))
-                          if rows_shape[2])
+            calls = tuple((start * x_pixel, (*x_strides[:3], length * x_pixel, x_pixel),
+                           start * y_pixel, (*y_strides[:3], length * y_pixel, y_pixel), rows_shape, _UNBOUNDED,
+                           (out_group, per_group, 1, 1, 1, 1, 1, 1, inner(rows_shape), prefetch))
+                          for rows_shape, start in runs if rows_shape[2])
         elif wide:
             # (h, w) of the output is pixel h * wide + w of one long row; the buffer is (N, OD, OH, wide, C).
             length = (out3[1] - 1) * wide + out3[2]

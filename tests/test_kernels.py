@@ -1,4 +1,5 @@
 """Each CPU kernel family on the same cases (the dispatcher would pick only one), and the generated source."""
+import numba
 import numpy as np
 import pytest
 
@@ -120,10 +121,12 @@ def test_transposed_kernels_match_reference(kernel, nd, cin, cout, groups, k, st
     np.testing.assert_allclose(fused, np.clip(prepared(x), 0, 6), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("nd,size,groups,shuffle", [(2, (17, 23), 1, 0), (2, (20, 25), 3, 3), (3, (3, 9, 11), 1, 0),
+@pytest.mark.parametrize("nd,size,groups,shuffle", [(2, (17, 23), 1, 0), (2, (12, 25), 1, 0), (2, (20, 25), 3, 3),
+                                                    (3, (3, 9, 11), 1, 0),
                                                     (1, (301,), 1, 0)])
 def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
-    """1x1 stride 1 walks each image's pixels in rows of POINTWISE_ROW plus a tail (sizes with a tail)."""
+    """1x1 stride 1 walks each image's pixels in rows: of a length that divides them (12x25: 300 = 2 x 150, one
+    row per image and thread), else of POINTWISE_ROW plus a tail (the odd sizes)."""
     from numbaconv.api import POINTWISE_ROW
     assert np.prod(size) >= 2 * POINTWISE_ROW and np.prod(size) % POINTWISE_ROW
     x = (rng.standard_normal((2, 12, *size)) + 0.1).astype(np.float32)
@@ -133,11 +136,18 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
     # kernel="simd": channels-first input would otherwise take the pixel-vectorized kernel (tested below)
     prepared = nc.prepare(spec, w, b, shuffle_groups=shuffle, activation="relu", kernel="simd")
     assert prepared.kernel == "simd" and prepared.pointwise and prepared.rows_kernel is None
+    length = dispatch.pointwise_row(int(np.prod(size)), 2, 2, prepared.block_pixels, POINTWISE_ROW)
+    assert length == (150 if size == (12, 25) else 0)  # 12 x 25 is 2 x 150 (blocks of 6)
     expected = ref.conv(x, w, b, 1, [(0, 0)] * nd, 1, groups)
     expected = np.maximum(ref.channel_shuffle(expected, shuffle) if shuffle else expected, 0)
     for layout in (None, "channels_last"):
-        y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
+        xin = x if layout is None else np.moveaxis(x, 1, -1)
+        y = prepared(xin, layout=layout)
         np.testing.assert_allclose(y if layout is None else np.moveaxis(y, -1, 1), expected, rtol=2e-5, atol=2e-5)
+        if nd > 1 and numba.get_num_threads() == 2:  # the plan the call used (1D: one row per image)
+            calls = prepared._simd_plans[(xin.shape, layout is not None, False, 2)][3]
+            final = np.prod(size) % POINTWISE_ROW + POINTWISE_ROW
+            assert [call[4][3] for call in calls] == ([150] if length else [POINTWISE_ROW, final])
 
 
 @pytest.mark.parametrize("cin,cout,groups,shuffle,size,batch", [
@@ -173,6 +183,22 @@ def test_pointwise_prefetch_specialization_matches_reference(cin, cout, groups, 
     (25 << 20, 256, 128, None)])                                          # more outputs per line of input
 def test_pointwise_prefetch_only_where_it_was_measured_to_pay(input_bytes, group_in, group_out, expected):
     assert dispatch.pointwise_prefetch(input_bytes, 6, group_in, group_in, group_out) == expected
+
+
+@pytest.mark.parametrize("pixels,batch,threads,expected", [
+    (3136, 1, 2, 112),   # 56x56: 28 rows of 112, 14 per thread, against 16 of 96 on one and a 160 alone
+    (3136, 8, 2, 0),     # 124 rows of 96 per thread and 4 of 160 balance: no tail block in the 96s
+    (784, 1, 2, 98),     # 28x28: 8 rows of 98 (15 x 6 + 2 x 4)
+    (196, 1, 2, 98),     # 14x14: one row per thread instead of 96 + 100, one thread idle in each call
+    (500, 1, 3, 100),    # 5 rows of 100 (2 per thread at most) cost less than 10 of 50 (4)
+    (49, 1, 2, 0),       # 7x7: no even divisor, the walk in rows of POINTWISE_ROW
+    (97, 2, 2, 0)])
+def test_pointwise_row_divides_the_pixels_and_balances_the_threads(pixels, batch, threads, expected):
+    """dispatch.pointwise_row: the length in POINTWISE_ROWS dividing the pixels whose busiest thread has
+    the least block work, where it has less than with rows of 96 and a remainder row; else 0."""
+    length = dispatch.pointwise_row(pixels, batch, threads, 6, 96)
+    assert length == expected
+    assert length == 0 or (pixels % length == 0 and length in dispatch.POINTWISE_ROWS)
 
 
 @pytest.mark.parametrize("size,k,stride,padding,dilation,multiplier,activation", [
