@@ -246,9 +246,10 @@ def pointwise_row(pixels: int, batch: int, threads: int, block: int, fallback: i
 
     rows = max(1, pixels // fallback)
     best, best_cost = 0, busiest(batch * (rows - 1), fallback) + busiest(batch, pixels - (rows - 1) * fallback)
-    for length in POINTWISE_ROWS:
-        if pixels % length == 0 and busiest(batch * (pixels // length), length) < best_cost:
-            best, best_cost = length, busiest(batch * (pixels // length), length)
+    for length in (length for length in POINTWISE_ROWS if pixels % length == 0):
+        cost = busiest(batch * (pixels // length), length)
+        if cost < best_cost:
+            best, best_cost = length, cost
     return best
 
 
