@@ -205,13 +205,13 @@ def channels_inner(weight_bytes: int, rows: int, threads: int) -> bool:
 
 
 # A channels-last pointwise layer whose input is larger than this streams it from memory (this machine's
-# L3 is 32 MB, shared with the output): each step of its reduction then prefetches a line of the next
-# block of pixels.  Measured per shape, the kernel alone with and without (perf/NOTES.md, session 15):
-# 1.1-1.5x with 96-256 input and up to 64 output channels per group from 8-13 MB of input on; 0.9x
-# where the input stays in cache, 0.94x on 64-step reductions, 0.85-0.97x with more outputs per group,
-# whose longer work per line leaves memory time to keep up.
-PREFETCH_INPUT_BYTES = 8 << 20
-PREFETCH_GROUP_IN_CHANNELS = (96, 256)
+# L2 is 512 KB a core, its L3 32 MB shared with the output): each step of its reduction then prefetches a
+# line of the next block of pixels.  Measured per shape, the kernel alone with and without (perf/NOTES.md,
+# session 15): 1.05-1.25x with 64-512 input and up to 64 output channels per group on 6-51 MB of input,
+# 1.00x on inputs that stay in cache, 0.92-0.98x with more outputs per group, whose longer work per line
+# leaves memory time to keep up.
+PREFETCH_INPUT_BYTES = 4 << 20
+PREFETCH_GROUP_IN_CHANNELS = (64, 512)
 PREFETCH_GROUP_OUT_CHANNELS = 64
 
 

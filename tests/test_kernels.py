@@ -151,7 +151,7 @@ def test_pointwise_runs_as_rows_of_pixels(nd, size, groups, shuffle, rng):
 
 
 @pytest.mark.parametrize("cin,cout,groups,shuffle,size,batch", [
-    (96, 64, 1, 0, (17, 23), 2),    # the shortest reduction it takes, rows with a tail, channel blocks inside jobs
+    (64, 64, 1, 0, (17, 23), 2),    # the shortest reduction it takes, rows with a tail, channel blocks inside jobs
     (200, 40, 2, 0, (9, 31), 1),    # groups of 100 -> 20: a partial vector, batch 1, one row per image
     (288, 48, 3, 3, (15, 15), 3)])  # a folded channel shuffle (strided output), the sweep over three groups
 def test_pointwise_prefetch_specialization_matches_reference(cin, cout, groups, shuffle, size, batch, rng,
@@ -177,10 +177,10 @@ def test_pointwise_prefetch_specialization_matches_reference(cin, cout, groups, 
 
 
 @pytest.mark.parametrize("input_bytes,group_in,group_out,expected", [
-    (25 << 20, 256, 64, 6), (25 << 20, 128, 32, 6), (9 << 20, 96, 64, 6),  # ResNet's 256->64 at batch 8
-    (4 << 20, 256, 64, None),                                             # an input that stays in cache
-    (25 << 20, 64, 64, None), (25 << 20, 512, 64, None),                  # short and long reductions
-    (25 << 20, 256, 128, None)])                                          # more outputs per line of input
+    (25 << 20, 256, 64, 6), (25 << 20, 64, 32, 6), (51 << 20, 512, 64, 6),  # ResNet's 256->64 at batch 8
+    (3 << 20, 256, 64, None),                                              # an input that stays in cache
+    (25 << 20, 32, 32, None), (25 << 20, 1024, 64, None),                  # shorter and longer reductions
+    (25 << 20, 256, 128, None), (25 << 20, 64, 256, None)])                # more outputs per line of input
 def test_pointwise_prefetch_only_where_it_was_measured_to_pay(input_bytes, group_in, group_out, expected):
     assert dispatch.pointwise_prefetch(input_bytes, 6, group_in, group_in, group_out) == expected
 

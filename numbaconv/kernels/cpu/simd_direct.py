@@ -179,10 +179,9 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, ed
     ID, IH, IW = in_size
     pd, ph, pw = pads
     left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, BLOCK = w.shape
+    G, OB, KD, KH, KW, CGI, _ = w.shape
     xn, xc, xd, xh, xw = xst
     on, oc, od_, oh_, ow_ = ost
-    lanes = vlanes(w)
     has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     es = edge.reshape(-1)
@@ -200,6 +199,10 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, ed
     blocks = G * OB
     per_job = blocks if channels_inner else 1
     for job in prange(N * OD * OH * (blocks // per_job)):
+        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
+        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
+        lanes = vlanes(ws)
+        BLOCK = 2 * lanes  # w's last extent (packing.pack_simd)
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
@@ -591,10 +594,9 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, in_size, pads, e
     ID, IH, IW = in_size
     pd, ph, pw = pads
     left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, BLOCK = w.shape
+    G, OB, KD, KH, KW, CGI, _ = w.shape
     xn, xc, xd, xh, xw = xst
     on, oc, od_, oh_, ow_ = ost
-    lanes = vlanes(w)
     has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     es = edge.reshape(-1)
@@ -612,6 +614,10 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, in_size, pads, e
     blocks = G * OB
     per_job = blocks if channels_inner else 1
     for job in prange(N * OD * OH * (blocks // per_job)):
+        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
+        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
+        lanes = vlanes(ws)
+        BLOCK = 1 * lanes  # w's last extent (packing.pack_simd)
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
@@ -1019,10 +1025,9 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, in_size, pads, ed
     ID, IH, IW = in_size
     pd, ph, pw = pads
     left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, BLOCK = w.shape
+    G, OB, KD, KH, KW, CGI, _ = w.shape
     xn, xc, xd, xh, xw = xst
     on, oc, od_, oh_, ow_ = ost
-    lanes = vlanes(w)
     has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     es = edge.reshape(-1)
@@ -1040,6 +1045,10 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, in_size, pads, ed
     blocks = G * OB
     per_job = blocks if channels_inner else 1
     for job in prange(N * OD * OH * (blocks // per_job)):
+        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
+        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
+        lanes = vlanes(ws)
+        BLOCK = 4 * lanes  # w's last extent (packing.pack_simd)
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
@@ -1639,10 +1648,9 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, e
     ID, IH, IW = in_size
     pd, ph, pw = pads
     left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, BLOCK = w.shape
+    G, OB, KD, KH, KW, CGI, _ = w.shape
     xn, xc, xd, xh, xw = xst
     on, oc, od_, oh_, ow_ = ost
-    lanes = vlanes(w)
     has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     es = edge.reshape(-1)
@@ -1660,6 +1668,10 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, e
     blocks = G * OB
     per_job = blocks if channels_inner else 1
     for job in prange(N * OD * OH * (blocks // per_job)):
+        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
+        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
+        lanes = vlanes(ws)
+        BLOCK = 2 * lanes  # w's last extent (packing.pack_simd)
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
