@@ -31,9 +31,8 @@ from .simd import vadd, vclamp, vfma, vlanes, vload, vsplat, vstore, vzeros
 @njit(parallel=True, cache=True)
 def conv_rows_r4v3(x, w, bias, out, residual, out_channel, offsets, sh, chunk, parts, clamp, low, high):
     N, C, PH, PW = x.shape
-    G, OB, CG, _, _, R = w.shape
+    G, OB, CG, _, _, _ = w.shape
     _, CO, OH, OW = out.shape
-    lanes = vlanes(w)
     taps = offsets.shape[0]
     has_bias = bias.shape[0] > 0
     has_residual = residual.shape[0] > 0
@@ -44,6 +43,9 @@ def conv_rows_r4v3(x, w, bias, out, residual, out_channel, offsets, sh, chunk, p
     ws = w.reshape(-1)
     os = out.reshape(-1)
     for job in prange(N * OH * chunks * parts):
+        # Constants defined inside the parallel loop, as in conv_simd (perf/NOTES.md, session 15).
+        lanes = vlanes(ws)
+        R = 4  # w's last extent (packing.pack_rows)
         part = job % parts
         run = job // parts
         first = (run % chunks) * chunk
@@ -155,9 +157,8 @@ def conv_rows_r4v3(x, w, bias, out, residual, out_channel, offsets, sh, chunk, p
 @njit(parallel=True, cache=True)
 def conv_rows_r8v3(x, w, bias, out, residual, out_channel, offsets, sh, chunk, parts, clamp, low, high):
     N, C, PH, PW = x.shape
-    G, OB, CG, _, _, R = w.shape
+    G, OB, CG, _, _, _ = w.shape
     _, CO, OH, OW = out.shape
-    lanes = vlanes(w)
     taps = offsets.shape[0]
     has_bias = bias.shape[0] > 0
     has_residual = residual.shape[0] > 0
@@ -168,6 +169,9 @@ def conv_rows_r8v3(x, w, bias, out, residual, out_channel, offsets, sh, chunk, p
     ws = w.reshape(-1)
     os = out.reshape(-1)
     for job in prange(N * OH * chunks * parts):
+        # Constants defined inside the parallel loop, as in conv_simd (perf/NOTES.md, session 15).
+        lanes = vlanes(ws)
+        R = 8  # w's last extent (packing.pack_rows)
         part = job % parts
         run = job // parts
         first = (run % chunks) * chunk
