@@ -78,10 +78,11 @@ def row_blocks(width: int, pixels: int) -> list[tuple[int, int]]:
     return blocks
 
 
-def row_work(width: int, pixels: int) -> float:
+def row_work(width: int, pixels: int, whole_blocks: bool = False) -> float:
     """The pixels' worth of block work a row of ``width`` costs: its blocks (row_blocks), a single pixel
-    counted as ONE_PIXEL_COST."""
-    return sum(count if count > 1 else ONE_PIXEL_COST for _, count in row_blocks(width, pixels))
+    counted as ONE_PIXEL_COST; with ``whole_blocks`` a tail block counts as a block of ``pixels``."""
+    return sum((pixels if whole_blocks else count) if count > 1 else ONE_PIXEL_COST
+               for _, count in row_blocks(width, pixels))
 
 
 def edge_columns(out_width: int, pixels: int, stride: int, dilation: int, taps: int, pad_before: int,
@@ -241,8 +242,7 @@ def pointwise_row(pixels: int, batch: int, threads: int, block: int, fallback: i
     the busiest thread's work per call: each block of a row counted as a whole one (at batch 8 a 112-pixel
     row's 4-pixel tail block cost more than its 4 pixels' share), each row one block more for its set-up."""
     def busiest(rows: int, length: int) -> float:
-        work = sum(block if count > 1 else ONE_PIXEL_COST for _, count in row_blocks(length, block))
-        return -(-rows // threads) * (work + block)
+        return -(-rows // threads) * (row_work(length, block, whole_blocks=True) + block)
 
     rows = max(1, pixels // fallback)
     best, best_cost = 0, busiest(batch * (rows - 1), fallback) + busiest(batch, pixels - (rows - 1) * fallback)
