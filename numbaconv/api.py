@@ -446,9 +446,10 @@ class PreparedConv:
             return self._run_simd(x, last, bound, result, clamp, residual)
         if self.kernel == "subpixel":
             return self._run_subpixel(x, last, bound, result, clamp, residual)
-        # The gather kernel and channels-last depthwise with zero padding skip the padding tap by tap;
-        # the others read a padded copy.
-        skips_padding = spec.transposed or (self.kernel == "depthwise" and last and spec.padding_mode == "zeros")
+        # The gather kernel, and channels-last depthwise and small-group input with zero padding, skip the
+        # padding tap by tap; the others read a padded copy (channels-first input is copied anyway).
+        skips_padding = spec.transposed or (self.kernel in ("depthwise", "small_groups") and last
+                                            and spec.padding_mode == "zeros")
         pad_before = (0,) * spec.ndim if skips_padding else bound.pad_before
         pad_after = (0,) * spec.ndim if skips_padding else bound.pad_after
         xin = self._channels_last_padded(x, last, _pad3(pad_before, 0), _pad3(pad_after, 0))
@@ -457,14 +458,14 @@ class PreparedConv:
         y = _to_5d_channels_last(result) if direct_out else np.empty(out_cl_shape, self.dtype)
         s = _pad3(spec.stride, 1)
         d = _pad3(spec.dilation, 1)
+        skipped = _pad3(bound.pad_before, 0) if skips_padding else (0, 0, 0)
         if self.kernel == "depthwise":
-            skipped = _pad3(bound.pad_before, 0) if skips_padding else (0, 0, 0)
             if self.depthwise3x3:
                 self._depthwise3x3_last(xin, y, skipped, clamp)
             else:
                 conv_depthwise(xin, self.packed, self.bias, y, *s, *skipped, *d, *clamp)
         elif self.kernel == "small_groups":
-            conv_small_groups(xin, self.packed, self.bias, y, *s, *d, *clamp)
+            conv_small_groups(xin, self.packed, self.bias, y, *s, *skipped, *d, *clamp)
         elif self.kernel == "transposed":
             conv_transposed(xin, self.packed, self.bias, y, *s, *_pad3(bound.pad_before, 0), *d)
         else:
@@ -758,7 +759,7 @@ class PreparedConv:
             cpu_layout.channels_first_to_last(x5, plain, 0, 0, 0)
             return _pad_channels_last(plain, before, after, mode)
         shape = (x5.shape[0], *(v + b + a for v, b, a in zip(spatial, before, after)), x5.shape[1])
-        out = np.zeros(shape, x.dtype) if padded else np.empty(shape, x.dtype)
+        out = _zero_border(np.empty(shape, x.dtype), before, after)
         _copy_channels_last(x5, out, before)
         return out
 
@@ -823,6 +824,17 @@ def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype:
                       rows_width=vectors * lanes,  # output pixels per block: narrower outputs take the other kernel
                       rows_flat=dispatch.is_pointwise(spec))  # each image's pixels one flat row
     return layout
+
+
+def _zero_border(out: np.ndarray, before: tuple, after: tuple, first_spatial: int = 1) -> np.ndarray:
+    """out (N, D, H, W, C), or (N, C, D, H, W) with first_spatial 2, with zeros in the first before[i] and
+    the last after[i] positions along spatial axis i; the interior is left for a copy to fill (zeroing
+    the whole buffer first cost 0.8 ms of a 7 ms grouped layer at batch 8)."""
+    for axis, (first, last) in enumerate(zip(before, after), start=first_spatial):
+        lead = (slice(None),) * axis
+        out[lead + (slice(0, first),)] = 0
+        out[lead + (slice(out.shape[axis] - last, out.shape[axis]),)] = 0
+    return out
 
 
 def _copy_channels_last(x5: np.ndarray, out: np.ndarray, before: tuple = (0, 0, 0)) -> None:
@@ -898,7 +910,8 @@ def _pad_channels_first(x5: np.ndarray, before: tuple, after: tuple, mode: int) 
         return np.ascontiguousarray(x5)
     n, c = x5.shape[:2]
     if mode == 0:  # zeros: a zeroed buffer and one strided copy of the interior
-        out = np.zeros((n, c, *(v + b + a for v, b, a in zip(x5.shape[2:], before, after))), x5.dtype)
+        shape = (n, c, *(v + b + a for v, b, a in zip(x5.shape[2:], before, after)))
+        out = _zero_border(np.empty(shape, x5.dtype), before, after, first_spatial=2)
         out[:, :, before[0]:before[0] + x5.shape[2], before[1]:before[1] + x5.shape[3],
             before[2]:before[2] + x5.shape[4]] = x5
         return out

@@ -56,15 +56,20 @@ def test_dispatcher_choices():
 
 
 @pytest.mark.parametrize("kernel", ["small_groups", "direct"])
-@pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 1), (2, 1, 0), (1, 2, "same")])
-def test_small_groups_kernel(kernel, stride, dilation, padding, rng):
+@pytest.mark.parametrize("stride,dilation,padding,mode", [(1, 1, 1, "zeros"), (2, 1, 0, "zeros"),
+                                                          (1, 2, "same", "zeros"), (3, 1, 2, "zeros"),
+                                                          ((2, 1), (1, 3), (3, 2), "zeros"), (1, 1, 1, "reflect")])
+def test_small_groups_kernel(kernel, stride, dilation, padding, mode, rng):
+    """The small-group kernel skips zero padding tap by tap on channels-last input (no padded copy): taps
+    past both ends, stride above the kernel size, padding wider than a dilated tap; other modes read a
+    padded copy.  Non-contiguous channels-last input (a transposed view of NCHW)."""
     from numbaconv.kernels.cpu.simd import VECTOR_BYTES
     if kernel == "small_groups" and VECTOR_BYTES != 32:
         pytest.skip("the small-group kernel is for 8-lane float32 vectors (AVX2)")
     x = (rng.standard_normal((2, 64, 11, 9)) + 0.1).astype(np.float32)
     w = (rng.standard_normal((64, 4, 3, 3)) + 0.1).astype(np.float32)
     b = (rng.standard_normal(64) + 0.1).astype(np.float32)
-    spec = nc.ConvSpec(2, 64, 64, 3, stride, padding, dilation, groups=16, bias=True)
+    spec = nc.ConvSpec(2, 64, 64, 3, stride, padding, dilation, groups=16, bias=True, padding_mode=mode)
     prepared = nc.prepare(spec, w, b, kernel=kernel)
     assert prepared.kernel == kernel
     bound = spec.bind(x.shape)
@@ -72,8 +77,8 @@ def test_small_groups_kernel(kernel, stride, dilation, padding, rng):
     for layout in (None, "NHWC"):
         y = prepared(x if layout is None else np.moveaxis(x, 1, -1), layout=layout)
         y = y if layout is None else np.moveaxis(y, -1, 1)
-        assert_close(ref.conv(x, w, b, stride, pads, dilation, 16), y,
-                     ref.conv(np.abs(x), np.abs(w), np.abs(b), stride, pads, dilation, 16), 36)
+        assert_close(ref.conv(x, w, b, spec.stride, pads, spec.dilation, 16, mode), y,
+                     ref.conv(np.abs(x), np.abs(w), np.abs(b), spec.stride, pads, spec.dilation, 16, mode), 36)
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish"])
@@ -320,10 +325,14 @@ def test_layout_copies_split_long_rows(shape, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 8, 1, 1, 8), (2, 19, 1, 5, 13), (1, 64, 1, 1, 301), (3, 16, 2, 3, 9),
-                                   (1, 33, 1, 7, 40)])
+                                   (1, 33, 1, 7, 40), (2, 17, 2, 23, 40), (1, 9, 1, 70, 8)])
 def test_register_transposing_layout_copies(shape, dtype, rng):
     """The copies that transpose lanes x lanes blocks in registers: ragged channel counts (a scalar tail),
-    widths that are not a whole number of vectors (an overlapping last block), padding, padded channels."""
+    widths that are not a whole number of vectors (an overlapping last block), padding, padded channels,
+    planes of several row tiles with a shorter last tile (layout.tile_rows)."""
+    from numbaconv.kernels.cpu.layout import tile_rows
+    if shape[3] > 20:
+        assert 1 < tile_rows(shape[3], shape[4], shape[1]) < shape[3] and shape[3] % tile_rows(shape[3], shape[4], shape[1])
     from numbaconv.kernels.cpu import layout
     from numbaconv.kernels.cpu.simd import VECTOR_BYTES
     lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
@@ -341,6 +350,22 @@ def test_register_transposing_layout_copies(shape, dtype, rng):
     back = np.full(shape, np.nan, dtype)
     layout.channels_last_to_first_blocks(wide, back)  # 3 padding channels after the real ones
     np.testing.assert_array_equal(back, x)
+
+
+@pytest.mark.parametrize("first_spatial,before,after", [(1, (0, 1, 2), (0, 2, 1)), (2, (1, 0, 3), (2, 1, 0)),
+                                                      (1, (0, 0, 0), (0, 0, 0))])
+def test_zero_border_leaves_the_interior_for_the_copy(first_spatial, before, after):
+    """The padded buffers are allocated empty and only their border zeroed: every border position must be 0
+    afterwards and no interior position written (NaN stays)."""
+    from numbaconv.api import _zero_border
+    shape = (2, 3, 4, 7, 5) if first_spatial == 1 else (2, 5, 3, 4, 7)
+    out = np.full(shape, np.nan, np.float32)
+    assert _zero_border(out, before, after, first_spatial) is out
+    interior = np.zeros(shape, bool)
+    spatial = tuple(slice(b, size - a) for b, a, size in zip(before, after, shape[first_spatial:]))
+    interior[(slice(None),) * first_spatial + spatial] = True
+    assert np.isnan(out[interior]).all()
+    assert (out[~interior] == 0).all()
 
 
 @pytest.mark.parametrize("nd,cin,cout,k,stride,padding,dilation,mode,size,dtype,activation", [

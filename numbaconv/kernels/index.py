@@ -1,6 +1,8 @@
 """Index helpers shared by the CPU and CUDA kernels (plain @njit, callable from both)."""
 from numba import njit
 
+from ..dispatch import tap_range as _tap_range
+
 # Padding modes as kernel integers (the spec's strings are mapped once, at the API edge).
 ZEROS, REFLECT, REPLICATE, CIRCULAR = 0, 1, 2, 3
 PADDING_MODE_CODES = {"zeros": ZEROS, "reflect": REFLECT, "replicate": REPLICATE, "circular": CIRCULAR}
@@ -43,6 +45,10 @@ def start_with_bias(row, bias):
     else:
         for c in range(row.shape[0]):
             row[c] = 0
+
+
+# The taps of a kernel axis that land inside the input (zero padding skipped), compiled for the kernels.
+tap_range = njit(inline="always")(_tap_range)
 
 
 @njit(cache=True, inline="always")

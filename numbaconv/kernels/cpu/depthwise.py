@@ -188,7 +188,6 @@ def conv_depthwise3x3(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp, low, high)
     """
     N, H, W, C = x.shape
     _, OH, OW, _ = out.shape
-    lanes = vlanes(out)
     has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     ws = w.reshape(-1)
@@ -197,9 +196,10 @@ def conv_depthwise3x3(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp, low, high)
     inner_hi = max(inner_lo, min(OW, (W - 1 - 2 * dw + pw) // sw + 1)) if 2 * dw - pw <= W - 1 else inner_lo
     pixel_step = sw * C  # input elements between horizontally adjacent output pixels
     tap1, tap2 = dw * C, 2 * dw * C
-    sliding = sw == 1 and dw == 1 and C % lanes == 0
+    sliding = sw == 1 and dw == 1 and C % vlanes(out) == 0
     row_bias = bias if has_bias else np.zeros(C, out.dtype)
     for row in prange(N * OH):
+        lanes = vlanes(os)  # inside the loop: a constant there (Numba passes outside values as arguments)
         n = row // OH
         top = row % OH * sh - ph
         kh_lo, kh_hi = _valid_taps(top, dh, 3, H)
@@ -295,7 +295,6 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp
     _, _, OH, OW = out.shape
     m = O // C
     has_bias = bias.shape[0] > 0
-    lanes = vlanes(out)
     xs = x.reshape(-1)
     os = out.reshape(-1)
     ws = w.reshape(-1)
@@ -309,6 +308,7 @@ def conv_depthwise_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, clamp
     if sw > 2:
         vector_hi = inner_lo
     for job in prange(N * O):
+        lanes = vlanes(os)  # inside the loop: a constant there (Numba passes outside values as arguments)
         n = job // O
         co = job % O
         plane = (n * C + co // m) * H * W
@@ -363,7 +363,6 @@ def conv_depthwise3x3_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, cl
     O = w.shape[0]
     _, _, OH, OW = out.shape
     m = O // C
-    lanes = vlanes(out)
     xs = x.reshape(-1)
     os = out.reshape(-1)
     ws = w.reshape(-1)
@@ -374,6 +373,7 @@ def conv_depthwise3x3_channels_first(x, w, bias, out, sh, sw, ph, pw, dh, dw, cl
     rows_in = min(H, PH - ph)  # input rows (and columns) that some tap reads
     cols_in = min(W, PW - pw)
     for job in prange(N * O):
+        lanes = vlanes(os)  # inside the loop: a constant there (Numba passes outside values as arguments)
         n = job // O
         co = job % O
         plane = (n * C + co // m) * H * W

@@ -5,7 +5,7 @@ group.  Faster micro-kernels (numbaconv.kernels.cpu.simd_direct) take the shapes
 """
 from numba import njit, prange
 
-from ..index import split_row, start_with_bias
+from ..index import split_row, start_with_bias, tap_range
 from .simd import vadd, vclamp, vfma, vhalf_broadcast, vlanes, vload, vstore, vzeros
 
 FASTMATH = {"contract", "arcp", "nsz"}  # FMA contraction only: NaN and inf keep IEEE behaviour
@@ -41,9 +41,11 @@ def conv_direct(x, w, bias, out, sd, sh, sw, dd, dh, dw):
 
 
 @njit(parallel=True, cache=True)
-def conv_small_groups(x, w, bias, out, sd, sh, sw, dd, dh, dw, clamp, low, high):
+def conv_small_groups(x, w, bias, out, sd, sh, sw, pd, ph, pw, dd, dh, dw, clamp, low, high):
     """Grouped convolution with 4 input and 4 output channels per group on 8-lane vectors (ResNeXt's
-    32x4d on AVX2), channels-last on a padded input.
+    32x4d on AVX2), channels-last, zero padding (pd, ph, pw) in front skipped tap by tap: x is unpadded, or
+    padded by the caller (other modes, or a copy made anyway) with p = 0.  A channels-last input then needs
+    no padded copy, a pass over the whole input.
 
     A vector of 8 input channels holds two groups; broadcasting channel ci within each 128-bit half
     (``vhalf_broadcast``) feeds both groups' 4 outputs, so one load and 4 permutes serve 4 FMAs.  4 channel
@@ -54,12 +56,17 @@ def conv_small_groups(x, w, bias, out, sd, sh, sw, dd, dh, dw, clamp, low, high)
     N, D, H, W, C = x.shape
     KD, KH, KW, CGI, O = w.shape
     _, OD, OH, OW, _ = out.shape
-    lanes = vlanes(w)
     has_bias = bias.shape[0] > 0
     xs = x.reshape(-1); ws = w.reshape(-1); os = out.reshape(-1)
     for job in prange(N * OD * OH):
+        lanes = vlanes(ws)  # inside the loop: a constant there (Numba passes outside values as arguments)
         n, od, oh = split_row(job, OD, OH)
+        front, top = od * sd - pd, oh * sh - ph
+        kd_lo, kd_hi = tap_range(front, dd, KD, D)
+        kh_lo, kh_hi = tap_range(top, dh, KH, H)
         for ow in range(OW):
+            left = ow * sw - pw
+            kw_lo, kw_hi = tap_range(left, dw, KW, W)
             o = (job * OW + ow) * O
             for c in range(0, O, 4 * lanes):  # O is a multiple of 4 vectors (checked by the caller)
                 # 4 channel vectors x 2 partial sums: 8 independent FMA chains (one chain is latency-bound)
@@ -68,10 +75,10 @@ def conv_small_groups(x, w, bias, out, sd, sh, sw, dd, dh, dw, clamp, low, high)
                 else:
                     a0 = a1 = a2 = a3 = vzeros(w)
                 b0 = b1 = b2 = b3 = vzeros(w)
-                for kd in range(KD):
-                    for kh in range(KH):
-                        row = ((n * D + od * sd + kd * dd) * H + oh * sh + kh * dh) * W + ow * sw
-                        for kw in range(KW):
+                for kd in range(kd_lo, kd_hi):
+                    for kh in range(kh_lo, kh_hi):
+                        row = ((n * D + front + kd * dd) * H + top + kh * dh) * W + left
+                        for kw in range(kw_lo, kw_hi):
                             xo = (row + kw * dw) * C + c
                             x0, x1, x2, x3 = vload(xs, xo), vload(xs, xo + lanes), vload(xs, xo + 2 * lanes), vload(xs, xo + 3 * lanes)
                             wo = ((kd * KH + kh) * KW + kw) * CGI * O + c

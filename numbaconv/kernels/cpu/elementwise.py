@@ -15,8 +15,8 @@ def add_clamped(x, y, out, clamp, low, high):
     NumPy's single-threaded add at 0.13), then the tail element by element.
     """
     size = x.shape[0]
-    lanes = vlanes(x)
     for chunk in prange((size + ADD_CHUNK - 1) // ADD_CHUNK):
+        lanes = vlanes(x)  # inside the loop: a constant there (Numba passes outside values as arguments)
         start = chunk * ADD_CHUNK
         stop = min(size, start + ADD_CHUNK)
         whole = start + (stop - start) // lanes * lanes

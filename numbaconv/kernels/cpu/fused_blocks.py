@@ -650,10 +650,10 @@ def conv_maxpool_rows(x, x_strides, conv, weights, sources, counts, bias, out, s
     C = weights.shape[0] * weights.shape[2]
     xn, xh, xw, xc = x_strides
     stage_row_size = stage_width * C_in
-    lanes = vlanes(bias)
     width = max(W + PW, (OW - 1) * SW + KW)  # a ring row: columns outside the map stay -inf
     bands = (OH + band_rows - 1) // band_rows
     for job in prange(N * bands):
+        lanes = vlanes(bias)  # inside the loop: a constant there (Numba passes outside values as arguments)
         n = job // bands
         first = (job % bands) * band_rows
         last = min(OH, first + band_rows)

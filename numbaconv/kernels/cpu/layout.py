@@ -95,11 +95,11 @@ def three_channels_to_last(x, out, pad_d, pad_h, pad_w):
     per-element strided stores ran at 2.4 GB/s)."""
     N, C, D, H, W = x.shape
     _, PD, PH, PW, _ = out.shape
-    lanes = vlanes(x)
     xs = x.reshape(-1)
     os = out.reshape(-1)
     plane = D * H * W
     for job in prange(N * D * H):
+        lanes = vlanes(xs)  # inside the loop: a constant there (Numba passes outside values as arguments)
         n, d, h = split_row(job, D, H)
         source = n * 3 * plane + (d * H + h) * W
         target = (((n * PD + d + pad_d) * PH + h + pad_h) * PW + pad_w) * 3
@@ -133,35 +133,54 @@ def channels_first_to_last(x, out, pad_d, pad_h, pad_w):
                 row[w + pad_w, c] = source[w]
 
 
+# The block transposes take a tile of rows per job: each of a channel block's planes is then read (or
+# written) as one run of about PLANE_RUN elements, where a row per job left 128 channels' planes as 128
+# streams of 224 bytes that the prefetchers could not follow.  From memory (buffers cycled past the L3)
+# 1.14-1.26x faster at 8 x 64-128 x 56 x 56, 1.57x at 8 x 256 x 14 x 14; with both sides resident in
+# the L3, 0.87-1.02x (perf/NOTES.md, session 16).  A tile's channels-last side stays under TILE_ELEMENTS,
+# in L2, while the jobs of its channel blocks fill it.
+PLANE_RUN = 512
+TILE_ELEMENTS = 65536
+
+
+@njit(cache=True)
+def tile_rows(H, W, C):
+    """Rows of an (H, W) plane per job of the block transposes."""
+    return max(1, min(H, PLANE_RUN // W, TILE_ELEMENTS // (W * C)))
+
+
 @njit(parallel=True, cache=True)
 def channels_first_to_last_blocks(x, out, pad_d, pad_h, pad_w):
     """channels_first_to_last for a C-contiguous x with C and W at least one vector (``lanes``): each
     lanes x lanes block of (channels, pixels) is transposed in registers, so both sides move whole vectors
     (the scalar copy ran at 7-9 GB/s).  A row's last block overlaps the one before; channels past the last
-    whole block are copied one by one.  Jobs are (row, block of channels): a 1D signal's single row still
-    spreads over the cores.
+    whole block are copied one by one.  Jobs are (tile of rows, block of channels): a 1D signal's single
+    row still spreads over the cores.
     """
     N, C, D, H, W = x.shape
     _, PD, PH, PW, _ = out.shape
-    lanes = vlanes(x)
     xs = x.reshape(-1)
     os = out.reshape(-1)
     plane = D * H * W
-    blocks = C // lanes
-    for job in prange(N * D * H * blocks):
-        n, d, h = split_row(job // blocks, D, H)
+    blocks = C // vlanes(x)
+    rows = tile_rows(H, W, C)
+    tiles = (H + rows - 1) // rows
+    for job in prange(N * D * tiles * blocks):
+        lanes = vlanes(xs)  # inside the loop: a constant there (Numba passes outside values as arguments)
+        n, d, tile = split_row(job // blocks, D, tiles)
         c0 = (job % blocks) * lanes
-        source = n * C * plane + (d * H + h) * W
-        target = (((n * PD + d + pad_d) * PH + h + pad_h) * PW + pad_w) * C
-        w0 = 0
-        while w0 < W:
-            w0 = min(w0, W - lanes)
-            vtranspose_copy(xs, source + c0 * plane + w0, plane, os, target + w0 * C + c0, C)
-            w0 += lanes
-        if c0 == 0:
-            for c in range(blocks * lanes, C):
-                for w in range(W):
-                    os[target + w * C + c] = xs[source + c * plane + w]
+        for h in range(tile * rows, min(H, tile * rows + rows)):
+            source = n * C * plane + (d * H + h) * W
+            target = (((n * PD + d + pad_d) * PH + h + pad_h) * PW + pad_w) * C
+            w0 = 0
+            while w0 < W:
+                w0 = min(w0, W - lanes)
+                vtranspose_copy(xs, source + c0 * plane + w0, plane, os, target + w0 * C + c0, C)
+                w0 += lanes
+            if c0 == 0:
+                for c in range(blocks * lanes, C):
+                    for w in range(W):
+                        os[target + w * C + c] = xs[source + c * plane + w]
 
 
 @njit(parallel=True, cache=True)
@@ -191,30 +210,33 @@ def channels_last_to_first_blocks(y, out):
     """out[n, c, d, h, w] = y[n, d, h, w, c] for C-contiguous arrays with C_out and W at least one vector;
     y may hold more (padding) channels after the C_out real ones, and more columns after the W real ones
     (a wide-row buffer).  The transpose of channels_first_to_last_blocks, a lanes x lanes block in
-    registers at a time.
+    registers at a time, jobs (tile of rows, block of channels) as there.
     """
     N, C, D, H, W = out.shape
     CY = y.shape[4]
     YW = y.shape[3]
-    lanes = vlanes(y)
     ys = y.reshape(-1)
     os = out.reshape(-1)
     plane = D * H * W
-    blocks = C // lanes
-    for job in prange(N * D * H * blocks):
-        n, d, h = split_row(job // blocks, D, H)
+    blocks = C // vlanes(y)
+    rows = tile_rows(H, W, CY)
+    tiles = (H + rows - 1) // rows
+    for job in prange(N * D * tiles * blocks):
+        lanes = vlanes(ys)  # inside the loop: a constant there (Numba passes outside values as arguments)
+        n, d, tile = split_row(job // blocks, D, tiles)
         c0 = (job % blocks) * lanes
-        source = (((n * D + d) * H + h) * YW) * CY
-        target = n * C * plane + (d * H + h) * W
-        w0 = 0
-        while w0 < W:
-            w0 = min(w0, W - lanes)
-            vtranspose_copy(ys, source + w0 * CY + c0, CY, os, target + c0 * plane + w0, plane)
-            w0 += lanes
-        if c0 == 0:
-            for c in range(blocks * lanes, C):
-                for w in range(W):
-                    os[target + c * plane + w] = ys[source + w * CY + c]
+        for h in range(tile * rows, min(H, tile * rows + rows)):
+            source = (((n * D + d) * H + h) * YW) * CY
+            target = n * C * plane + (d * H + h) * W
+            w0 = 0
+            while w0 < W:
+                w0 = min(w0, W - lanes)
+                vtranspose_copy(ys, source + w0 * CY + c0, CY, os, target + c0 * plane + w0, plane)
+                w0 += lanes
+            if c0 == 0:
+                for c in range(blocks * lanes, C):
+                    for w in range(W):
+                        os[target + c * plane + w] = ys[source + w * CY + c]
 
 
 @njit(parallel=True, cache=True)

@@ -16,10 +16,10 @@ def pool_channels_last(x, out, kd_, kh_, kw_, sd, sh, sw, pd, ph, pw, is_max, in
     """
     N, D, H, W, C = x.shape
     _, OD, OH, OW, _ = out.shape
-    lanes = vlanes(out)
     xs = x.reshape(-1)
     os = out.reshape(-1)
     for job in prange(N * OD * OH):
+        lanes = vlanes(os)  # inside the loop: a constant there (Numba passes outside values as arguments)
         n, od, oh = split_row(job, OD, OH)
         d0, h0 = od * sd - pd, oh * sh - ph
         d_lo, d_hi = max(d0, 0), min(d0 + kd_, D)
