@@ -16,7 +16,7 @@ import numpy as np
 
 from . import dispatch, packing, subpixel
 from .kernels.cpu import layout as cpu_layout
-from .kernels.cpu import simd_direct, simd_rows
+from .kernels.cpu import simd_direct, simd_rows, winograd
 from .kernels.cpu.depthwise import (conv_depthwise, conv_depthwise3x3, conv_depthwise3x3_channels_first,
                                     conv_depthwise_channels_first)
 from .kernels.cpu.direct import conv_direct, conv_small_groups
@@ -95,12 +95,13 @@ POINTWISE_ROW = 96  # pixels per job of a pointwise convolution: a multiple of e
 WIDE_ROWS_GAIN = 0.95  # one long row per image where its padded width is below this fraction of a row's block work
 ACTIVATIONS = (None, "relu", "relu6", "hardswish")
 _CLAMPS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
-_CLAMPING_KERNELS = ("simd", "small_groups", "subpixel", "depthwise")  # families whose epilogue applies a relu/relu6 clamp
+_CLAMPING_KERNELS = ("simd", "winograd", "small_groups", "subpixel", "depthwise")  # families whose epilogue applies a relu/relu6 clamp
 _NO_CLAMP = (False, 0.0, 0.0)
 # PreparedConv attributes that __getattr__ packs on first use, and the method that packs them.
 _PACKED_ON_FIRST_USE = {"packed": "_pack_simd", "bias": "_pack_simd", "rows_packed": "_pack_rows",
                         "rows_bias": "_pack_rows", "rows_channel": "_pack_rows", "window_packed": "_pack_window"}
-_EMPTY = {np.float32: np.zeros(0, np.float32), np.float64: np.zeros(0, np.float64)}  # "no residual" for the kernels
+_EMPTY = {np.float32: np.zeros(0, np.float32), np.float64: np.zeros(0, np.float64)}
+_EMPTY_4D = {np.float32: np.zeros((0, 0, 0, 0), np.float32), np.float64: np.zeros((0, 0, 0, 0), np.float64)}  # "no residual" for the kernels
 # The SIMD kernel's (input extent, padding it skips, edge columns) for an input read without bounds: a
 # padded copy whose every tap the call's geometry keeps inside, as long rows (_wide_rows) or subpixel
 # phases do.
@@ -184,6 +185,9 @@ class PreparedConv:
             self.packed = None
         elif self.kernel == "small_groups":
             self.packed = packing.pack_small_groups(spec, weight)
+            self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
+        elif self.kernel == "winograd":
+            self.packed = packing.pack_winograd(weight, 2 * VECTOR_BYTES // weight.dtype.itemsize)
             self.bias = bias if bias is not None else np.zeros(0, weight.dtype)
         else:
             self.packed = (packing.pack_depthwise(spec, weight) if self.kernel == "depthwise"
@@ -356,7 +360,7 @@ class PreparedConv:
     def _residual_in_kernel(self, last: bool, bound) -> bool:
         """Whether the kernel that runs for this input adds a residual in its epilogue (it stores the result
         directly; a scratch buffer or another kernel family sums in a pass afterwards)."""
-        if self.kernel == "subpixel" or self._takes_rows(last, bound):
+        if self.kernel in ("subpixel", "winograd") or self._takes_rows(last, bound):
             return True
         return self.kernel == "simd" and not (self.shuffle_groups and not self.shuffle_in_strides)
 
@@ -444,6 +448,8 @@ class PreparedConv:
             return self._run_window(x, bound, result, clamp)
         if self.kernel == "simd":
             return self._run_simd(x, last, bound, result, clamp, residual)
+        if self.kernel == "winograd":
+            return self._run_winograd(x, last, bound, result, clamp, residual)
         if self.kernel == "subpixel":
             return self._run_subpixel(x, last, bound, result, clamp, residual)
         # The gather kernel, and channels-last depthwise and small-group input with zero padding, skip the
@@ -471,6 +477,27 @@ class PreparedConv:
         else:
             conv_direct(xin, self.packed, self.bias, y, *s, *d)
         return result if direct_out else self._deliver(y, result, last)
+
+    def _run_winograd(self, x: np.ndarray, last: bool, bound, result: np.ndarray, clamp: tuple,
+                      residual: np.ndarray | None) -> np.ndarray:
+        """Winograd F(4x4, 3x3) (kernels/cpu/winograd.py): x and the result in either layout, read and
+        written in place through channels-last views; the residual (the result's layout) is summed in the
+        output pass, before the clamp."""
+        n, oh, ow = bound.batch, *bound.out_spatial
+        tile_rows, tile_columns = winograd.tiles(oh, ow)
+        count = n * tile_rows * tile_columns
+        x4 = x if last else x.transpose(0, 2, 3, 1)
+        transformed = np.empty((winograd.POSITIONS, count, self.spec.in_channels), self.dtype)
+        winograd.winograd_input(x4, transformed, bound.pad_before[0], bound.pad_before[1], tile_rows, tile_columns)
+        products = np.empty((winograd.POSITIONS, count, self.packed.shape[1] * self.packed.shape[3]), self.dtype)
+        winograd.winograd_gemm(transformed, self.packed, products)
+        out4 = result if last else result.transpose(0, 2, 3, 1)
+        if residual is None:
+            summand = _EMPTY_4D[self.dtype.type]
+        else:
+            summand = residual if last else residual.transpose(0, 2, 3, 1)
+        winograd.winograd_output(products, self.bias, summand, out4, tile_rows, tile_columns, *clamp)
+        return result
 
     def _deliver(self, y: np.ndarray, result: np.ndarray, last: bool) -> np.ndarray:
         """Copy the kernel's channels-last scratch output into the caller's layout, gathering through
@@ -771,6 +798,10 @@ def _spec_layout(spec: ConvSpec, shuffle_groups: int, kernel: str | None, dtype:
     depend on nothing else either."""
     lanes = VECTOR_BYTES // dtype.itemsize
     family, reason = dispatch.choose_kernel(spec, kernel, lanes)
+    if family == "winograd" and shuffle_groups:  # its output pass stores channels in order
+        if kernel == "winograd":
+            raise ValueError("kernel='winograd' cannot apply a channel shuffle; use kernel='simd'")
+        family, reason = "simd", "a shuffled output: the SIMD kernel stores through the shuffle"
     padded_channels = spec.out_channels
     channel_position = np.arange(spec.out_channels, dtype=np.int64)
     layout: dict = dict(

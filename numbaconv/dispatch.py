@@ -19,7 +19,11 @@ def is_device_array(x) -> bool:
     return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
 
 
-KERNELS = ("simd", "small_groups", "direct", "depthwise", "transposed", "subpixel")
+KERNELS = ("simd", "winograd", "small_groups", "direct", "depthwise", "transposed", "subpixel")
+# Dense 3x3 stride-1 layers with at least this many input and output channels take Winograd F(4x4, 3x3):
+# 1.4-2.2x faster than the direct SIMD kernel from 64 channels (56x56 to 7x7 maps, batch 1 and 8), 0.6-0.8x
+# at 32 (its transforms then cost more than the saved multiply-adds; perf/NOTES.md, session 16).
+WINOGRAD_MIN_CHANNELS = 64
 
 # Block shapes (pixels, vectors) of numbaconv.kernels.cpu.simd_direct, by vector registers of the ISA.
 SIMD_BLOCKS = {16: {2: (6, 2), 1: (12, 1)}, 32: {4: (6, 4), 2: (12, 2), 1: (12, 1)}}
@@ -265,11 +269,21 @@ class Plan:
     reason: str
 
 
+def winograd_fits(spec: ConvSpec) -> bool:
+    """Whether numbaconv.kernels.cpu.winograd computes ``spec``: a dense (one group) 2D 3x3 convolution,
+    stride 1, no dilation, zero padding."""
+    return (spec.ndim == 2 and not spec.transposed and spec.groups == 1 and spec.kernel_size == (3, 3)
+            and spec.stride == (1, 1) and spec.dilation == (1, 1) and spec.padding_mode == "zeros")
+
+
 def choose_kernel(spec: ConvSpec, kernel: str | None = None, lanes: int = 8) -> tuple[str, str]:
     """(kernel family, reason).  ``kernel`` forces a family when it can compute the spec.
 
     Dense and grouped convolutions take the SIMD micro-kernel unless a group has fewer output channels
-    than half a vector (most lanes would compute padding); those take the portable direct kernel.
+    than half a vector (most lanes would compute padding); those take the portable direct kernel.  Wide
+    dense 3x3 stride-1 layers take Winograd F(4x4, 3x3) (float32 results within about 1e-5 of the
+    output's largest magnitude of a float64 sum, the direct kernel's within 2e-6); kernel='simd' keeps
+    them direct.
     """
     per_group = spec.out_channels // spec.groups
     if spec.transposed and 2 * per_group >= lanes:
@@ -283,13 +297,17 @@ def choose_kernel(spec: ConvSpec, kernel: str | None = None, lanes: int = 8) -> 
     elif spec.groups > 1 and per_group == spec.in_channels // spec.groups == 4 and lanes == 8 \
             and spec.out_channels % 32 == 0:
         natural = ("small_groups", "4 channels per group: two groups per 8-lane vector")
+    elif winograd_fits(spec) and min(spec.in_channels, spec.out_channels) >= WINOGRAD_MIN_CHANNELS:
+        natural = ("winograd", f"dense 3x3, stride 1, {spec.in_channels}->{spec.out_channels} channels: Winograd "
+                               f"F(4x4, 3x3), 4x fewer multiply-adds")
     elif 2 * per_group >= lanes:
         natural = ("simd", f"{per_group} output channels per group fill SIMD vectors of {lanes}")
     else:
         natural = ("direct", f"{per_group} output channels per group: too few for {lanes}-lane vectors")
     if kernel is None or kernel == natural[0]:
         return natural
-    if kernel in (("subpixel", "transposed") if spec.transposed else ("direct", "simd")):
+    if kernel in (("subpixel", "transposed") if spec.transposed else ("direct", "simd")) \
+            or (kernel == "winograd" and winograd_fits(spec)):
         return (kernel, "forced by the caller")
     raise ValueError(f"kernel={kernel!r} cannot compute this convolution; the dispatcher would pick "
                      f"{natural[0]!r} ({natural[1]})")

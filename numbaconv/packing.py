@@ -109,6 +109,20 @@ def pack_small_groups(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(as_3d_kernel(weight).transpose(2, 3, 4, 1, 0))
 
 
+def pack_winograd(weight: np.ndarray, block: int) -> np.ndarray:
+    """(C_out, C_in, 3, 3) -> (36, OB, C_in, block): each F(4x4, 3x3) position's transformed weights
+    G g G^T (computed in float64), output channels in OB = ceil(C_out / block) zero-padded blocks
+    (numbaconv.kernels.cpu.winograd.winograd_gemm)."""
+    from .kernels.cpu.winograd import WEIGHT_MATRIX
+
+    c_out, c_in = weight.shape[:2]
+    blocks = -(-c_out // block)
+    transformed = np.einsum("ik,ockl,jl->ijco", WEIGHT_MATRIX, weight.astype(np.float64), WEIGHT_MATRIX)
+    padded = np.zeros((36, c_in, blocks * block))
+    padded[:, :, :c_out] = transformed.reshape(36, c_in, c_out)
+    return np.ascontiguousarray(padded.reshape(36, c_in, blocks, block).transpose(0, 2, 1, 3), weight.dtype)
+
+
 def flatten_window(weight: np.ndarray) -> np.ndarray:
     """A dense KxK convolution's weight (C_out, C_in, KH, KW) as a 1x1 over KH * KW * C_in inputs in (kh, kw, c)
     order, (C_out, KH * KW * C_in, 1, 1): how fused_blocks' first stages read a window through offsets

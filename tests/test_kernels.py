@@ -40,7 +40,19 @@ def test_forced_kernels_match_reference(kernel, dtype, cin, cout, groups, k, str
 
 
 def test_dispatcher_choices():
-    assert dispatch.choose_kernel(nc.ConvSpec(2, 64, 64, 3))[0] == "simd"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 64, 64, 3))[0] == "winograd"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 64, 64, 3), "simd")[0] == "simd"
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 32, 64, 3))[0] == "simd"  # narrower: transforms cost more
+    assert dispatch.choose_kernel(nc.ConvSpec(2, 32, 64, 3), "winograd")[0] == "winograd"
+    for not_winograd in (nc.ConvSpec(2, 64, 64, 3, stride=2), nc.ConvSpec(2, 64, 64, 3, dilation=2),
+                         nc.ConvSpec(2, 64, 64, 3, groups=2), nc.ConvSpec(2, 64, 64, 5), nc.ConvSpec(1, 64, 64, 3),
+                         nc.ConvSpec(2, 64, 64, 3, padding=1, padding_mode="reflect")):
+        assert dispatch.choose_kernel(not_winograd)[0] == "simd"
+        with pytest.raises(ValueError, match="cannot compute"):
+            dispatch.choose_kernel(not_winograd, "winograd")
+    with pytest.raises(ValueError, match="channel shuffle"):
+        nc.prepare(nc.ConvSpec(2, 64, 64, 3), np.ones((64, 64, 3, 3), np.float32), shuffle_groups=4, kernel="winograd")
+    assert nc.prepare(nc.ConvSpec(2, 64, 64, 3), np.ones((64, 64, 3, 3), np.float32), shuffle_groups=4).kernel == "simd"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=16)[0] == "direct"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=8)[0] == "small_groups"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 120, 120, 3, groups=30), lanes=8)[0] != "small_groups"
@@ -53,6 +65,40 @@ def test_dispatcher_choices():
     assert dispatch.simd_block(64, 8, 16) == (6, 2) and dispatch.simd_block(8, 8, 16) == (12, 1)
     assert dispatch.simd_block(64, 16, 32) == (6, 4) and dispatch.simd_block(20, 16, 32) == (12, 1)
     assert dispatch.plan(nc.ConvSpec(2, 4, 4, 3), "cpu").backend == "cpu"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch,cin,cout,size,padding", [
+    (2, 9, 17, (13, 10), 1),        # odd channels, C_out not a block multiple, sizes not multiples of 4
+    (1, 64, 70, (5, 23), "same"),   # the natural choice from 64 channels
+    (3, 1, 16, (9, 4), 0),          # one input channel, no padding: a 7x2 output, fewer than 6 tiles per row
+    (1, 8, 8, (3, 3), 2),           # padding wider than a tap: the patches reach past both ends
+    (2, 16, 24, (1, 17), (1, 0)),   # one row, asymmetric padding
+])
+def test_winograd_matches_reference(batch, cin, cout, size, padding, dtype, rng):
+    """Winograd F(4x4, 3x3) against the float64 reference in both layouts, with bias, a residual, a relu6 and
+    a non-contiguous input, within the direct kernels' bound (its rounding, grown by the transforms'
+    coefficients up to 8 and 1/24, measured 1e-5 of the output's largest magnitude, far inside it)."""
+    x = (rng.standard_normal((batch, cin, *size)) + 0.1).astype(dtype)
+    w = (rng.standard_normal((cout, cin, 3, 3)) + 0.1).astype(dtype)
+    b = (rng.standard_normal(cout) + 0.1).astype(dtype)
+    spec = nc.ConvSpec(2, cin, cout, 3, padding=padding, bias=True)
+    prepared = nc.prepare(spec, w, b, kernel="winograd")
+    assert prepared.kernel == "winograd"
+    relu6 = nc.prepare(spec, w, b, kernel="winograd", activation="relu6")
+    pads = list(zip(spec.bind(x.shape).pad_before, spec.bind(x.shape).pad_after))
+    expected = ref.conv(x, w, b, 1, pads)
+    scale = ref.conv(np.abs(x), np.abs(w), np.abs(b), 1, pads)
+    residual = rng.standard_normal(expected.shape).astype(dtype)
+    for layout in (None, "NHWC"):
+        xin = x if layout is None else np.moveaxis(x, 1, -1)  # channels-last: a transposed view
+        as_first = (lambda y: y) if layout is None else (lambda y: np.moveaxis(y, -1, 1))
+        to_layout = (lambda y: y) if layout is None else (lambda y: np.ascontiguousarray(np.moveaxis(y, 1, -1)))
+        assert_close(expected, as_first(prepared(xin, layout=layout)), scale, w[0].size)
+        summed = as_first(prepared(xin, layout=layout, residual=to_layout(residual)))
+        assert_close(expected + residual, summed, scale + np.abs(residual), w[0].size)
+        clipped = as_first(relu6(xin, layout=layout))
+        assert_close(np.clip(expected, 0, 6), clipped, scale, w[0].size)
 
 
 @pytest.mark.parametrize("kernel", ["small_groups", "direct"])
