@@ -1037,7 +1037,14 @@ def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode
     w_shape = _weight_shape(weight, ndim)
     spec = ConvSpec(ndim, _input_channels(x, ndim, layout), w_shape[0], w_shape[2:], stride, padding, dilation,
                     groups, bias is not None, padding_mode)
-    return PreparedConv(spec, weight, bias, shuffle_groups)(x, layout, out, device)
+    kernel = None
+    shape = np.shape(x)
+    if len(shape) in (ndim + 1, ndim + 2):  # else PreparedConv's call raises the error
+        batched = shape if len(shape) == ndim + 2 else (1, *shape)
+        out_shape = spec.output_shape(_channels_first_shape(batched, channels_last(layout)))
+        itemsize = np.dtype(getattr(weight, "dtype", np.float32)).itemsize
+        kernel = dispatch.one_off_kernel(spec, out_shape[0] * math.prod(out_shape[2:]), VECTOR_BYTES // itemsize)
+    return PreparedConv(spec, weight, bias, shuffle_groups, kernel)(x, layout, out, device)
 
 
 def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, device, out):

@@ -264,7 +264,9 @@ def run_layer(layer: Layer, batch: int, threads: int, seconds: float = 1.0, peer
     cost = conv_cost(layer.spec, layer.input_shape(batch))
     rows = {c.name: {"median_ms": 1e3 * statistics.median(c.times), "gflops": flops / statistics.median(c.times) / 1e9,
                      "rounds": len(c.times), "max_rel_error": errors.get(c.name)} for c in contenders}
-    return {"layer": layer.name, "family": layer.family, "batch": batch, "flops": flops,
+    from . import api
+    kernel = api.prepare(layer.spec, w, shuffle_groups=layer.shuffle).kernel
+    return {"layer": layer.name, "family": layer.family, "batch": batch, "flops": flops, "kernel": kernel,
             "intensity": cost.intensity, "results": rows}
 
 
@@ -289,8 +291,10 @@ def markdown_table(results: list[dict], peak: float) -> str:
         ms = lambda name: f"{r[name]['median_ms']:.3f}" if name in r else "-"  # noqa: E731
         fmt = lambda v: f"{v:.2f}x" if v else "-"  # noqa: E731
         ours = r["numbaconv"]
+        # Winograd does fewer multiply-adds: its GFLOP/s count the direct convolution's FLOPs (an effective rate).
+        name = res["layer"] + (" (Winograd)" if res.get("kernel") == "winograd" else "")
         lines.append(
-            f"| {res['layer']} | {res['batch']} | {ours['median_ms']:.3f} | {ours['gflops']:.1f} | "
+            f"| {name} | {res['batch']} | {ours['median_ms']:.3f} | {ours['gflops']:.1f} | "
             f"{100 * ours['gflops'] / peak:.0f}% | {ms('numbaconv prepared')} | {ms('numbaconv NHWC prepared')} | "
             f"{ms('torch')} | {ms('torch channels_last')} | {ms('onnxruntime')} | {ms('numpy')} | "
             f"{fmt(ratio(res, 'numbaconv', 'torch'))} | "

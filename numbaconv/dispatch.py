@@ -24,6 +24,10 @@ KERNELS = ("simd", "winograd", "small_groups", "direct", "depthwise", "transpose
 # 1.4-2.2x faster than the direct SIMD kernel from 64 channels (56x56 to 7x7 maps, batch 1 and 8), 0.6-0.8x
 # at 32 (its transforms then cost more than the saved multiply-adds; perf/NOTES.md, session 16).
 WINOGRAD_MIN_CHANNELS = 64
+# A one-off call (conv2d and the like) transforms the weights every time, about 30 ns per (C_in, C_out)
+# pair here (2 ms at 256 x 256), which the saved multiply-adds (about 0.05 ns per pair and output pixel)
+# repay from roughly 600 output pixels; below this many the one-off call stays direct.
+WINOGRAD_ONE_OFF_MIN_PIXELS = 1024
 
 # Block shapes (pixels, vectors) of numbaconv.kernels.cpu.simd_direct, by vector registers of the ISA.
 SIMD_BLOCKS = {16: {2: (6, 2), 1: (12, 1)}, 32: {4: (6, 4), 2: (12, 2), 1: (12, 1)}}
@@ -274,6 +278,15 @@ def winograd_fits(spec: ConvSpec) -> bool:
     stride 1, no dilation, zero padding."""
     return (spec.ndim == 2 and not spec.transposed and spec.groups == 1 and spec.kernel_size == (3, 3)
             and spec.stride == (1, 1) and spec.dilation == (1, 1) and spec.padding_mode == "zeros")
+
+
+def one_off_kernel(spec: ConvSpec, output_pixels: int, lanes: int = 8) -> str | None:
+    """The kernel a single call with fresh weights should force, or None for the dispatcher's choice:
+    'simd' where Winograd would be chosen but ``output_pixels`` (N x output size) are too few to repay
+    its weight transform."""
+    if choose_kernel(spec, None, lanes)[0] == "winograd" and output_pixels < WINOGRAD_ONE_OFF_MIN_PIXELS:
+        return "simd"
+    return None
 
 
 def choose_kernel(spec: ConvSpec, kernel: str | None = None, lanes: int = 8) -> tuple[str, str]:

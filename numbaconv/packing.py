@@ -113,14 +113,12 @@ def pack_winograd(weight: np.ndarray, block: int) -> np.ndarray:
     """(C_out, C_in, 3, 3) -> (36, OB, C_in, block): each F(4x4, 3x3) position's transformed weights
     G g G^T (computed in float64), output channels in OB = ceil(C_out / block) zero-padded blocks
     (numbaconv.kernels.cpu.winograd.winograd_gemm)."""
-    from .kernels.cpu.winograd import WEIGHT_MATRIX
+    from .kernels.cpu.winograd import POSITIONS, winograd_weights
 
     c_out, c_in = weight.shape[:2]
-    blocks = -(-c_out // block)
-    transformed = np.einsum("ik,ockl,jl->ijco", WEIGHT_MATRIX, weight.astype(np.float64), WEIGHT_MATRIX)
-    padded = np.zeros((36, c_in, blocks * block))
-    padded[:, :, :c_out] = transformed.reshape(36, c_in, c_out)
-    return np.ascontiguousarray(padded.reshape(36, c_in, blocks, block).transpose(0, 2, 1, 3), weight.dtype)
+    packed = np.zeros((POSITIONS, -(-c_out // block), c_in, block), weight.dtype)
+    winograd_weights(weight, packed)
+    return packed
 
 
 def flatten_window(weight: np.ndarray) -> np.ndarray:

@@ -91,6 +91,8 @@ def main() -> None:
               f"({os.cpu_count()} cores, {8 * VECTOR_BYTES}-bit vectors), {args.threads} threads, float32. "
               f"Peak {peak:.0f} GFLOP/s (register FMA loop), copy bandwidth {bandwidth:.1f} GB/s. "
               f"Ratios are peer time / numbaconv time in the same run (>1: numbaconv faster). "
+              f"Layers marked Winograd do fewer multiply-adds than a direct convolution; their GFLOP/s and % peak "
+              f"count the direct convolution's FLOPs (an effective rate). "
               f"glibc {'keeps freed memory in the process for every contender (numbaconv.memory)' if retained else 'returns freed memory to the OS (default malloc settings)'}.")
     print("\n" + table + "\n")
     for key, value in summary.items():

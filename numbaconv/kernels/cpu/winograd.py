@@ -54,6 +54,55 @@ def _output_column(m0, m1, m2, m3, m4, m5):
     return (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 * (m3 - m4), m1 + m2 + 4 * (m3 + m4), m1 - m2 + 8 * (m3 - m4) + m5)
 
 
+@njit(inline="always")
+def _weight_column(g0, g1, g2):
+    """G applied to one column of a 3x3 kernel (WEIGHT_MATRIX's rows)."""
+    return (g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6, g0 / 24 - g1 / 12 + g2 / 6,
+            g2)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)  # arcp: the divisions by 4, 6, 12, 24 become products
+def winograd_weights(w, packed):
+    """packed[i * 6 + j, o // B, c, o % B] = (G w[o, c] G^T)[i, j], in float64, rounded once to packed's dtype.
+
+    w (C_out, C_in, 3, 3), any strides; packed (36, OB, C_in, B) with OB * B >= C_out, its padding
+    channels already zero.  Numba rather than NumPy: a matmul pair over a 256 x 256 layer took 32 ms, which a
+    public call (weights packed per call) pays every time.
+    """
+    O, C = w.shape[:2]
+    _, OB, _, B = packed.shape
+    for job in prange(OB * C):  # a job fills one (block, input channel) line of every position
+        ob = job // C
+        c = job % C
+        half = np.empty((PATCH, 3))  # G w: rows transformed
+        # The 36 lines lie OB * C_in * B elements apart, in one L1 set at 64 channels: filled here and
+        # stored whole, not element by element across the 36 (3x faster).
+        lines = np.zeros((POSITIONS, B))
+        for o in range(ob * B, min(O, ob * B + B)):
+            for k in range(3):
+                r0, r1, r2, r3, r4, r5 = _weight_column(np.float64(w[o, c, 0, k]), np.float64(w[o, c, 1, k]),
+                                                        np.float64(w[o, c, 2, k]))
+                half[0, k] = r0
+                half[1, k] = r1
+                half[2, k] = r2
+                half[3, k] = r3
+                half[4, k] = r4
+                half[5, k] = r5
+            j = o - ob * B
+            for i in range(PATCH):
+                r0, r1, r2, r3, r4, r5 = _weight_column(half[i, 0], half[i, 1], half[i, 2])
+                row = i * PATCH
+                lines[row, j] = r0
+                lines[row + 1, j] = r1
+                lines[row + 2, j] = r2
+                lines[row + 3, j] = r3
+                lines[row + 4, j] = r4
+                lines[row + 5, j] = r5
+        for position in range(POSITIONS):
+            for j in range(B):
+                packed[position, ob, c, j] = lines[position, j]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def winograd_input(x, v, pad_top, pad_left, tile_rows, tile_columns):
     """v[i * 6 + j, tile, c] = (B^T d B)[i, j] for each tile's 6x6 patch d of channel c.
