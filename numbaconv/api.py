@@ -485,18 +485,29 @@ class PreparedConv:
         output pass, before the clamp."""
         n, oh, ow = bound.batch, *bound.out_spatial
         tile_rows, tile_columns = winograd.tiles(oh, ow)
-        count = n * tile_rows * tile_columns
+        out_padded = self.packed.shape[1] * self.packed.shape[3]
+        rows = winograd.chunk_rows(n * tile_rows, tile_columns, self.spec.in_channels, out_padded,
+                                   self.dtype.itemsize, self.packed.nbytes, numba.get_num_threads())
         x4 = x if last else x.transpose(0, 2, 3, 1)
-        transformed = np.empty((winograd.POSITIONS, count, self.spec.in_channels), self.dtype)
-        winograd.winograd_input(x4, transformed, bound.pad_before[0], bound.pad_before[1], tile_rows, tile_columns)
-        products = np.empty((winograd.POSITIONS, count, self.packed.shape[1] * self.packed.shape[3]), self.dtype)
-        winograd.winograd_gemm(transformed, self.packed, products)
         out4 = result if last else result.transpose(0, 2, 3, 1)
         if residual is None:
             summand = _EMPTY_4D[self.dtype.type]
         else:
             summand = residual if last else residual.transpose(0, 2, 3, 1)
-        winograd.winograd_output(products, self.bias, summand, out4, tile_rows, tile_columns, *clamp)
+        # Flat buffers, so that a shorter last pass still gets C-contiguous (36, tiles, channels) arrays.
+        transformed = np.empty(winograd.POSITIONS * rows * tile_columns * self.spec.in_channels, self.dtype)
+        products = np.empty(winograd.POSITIONS * rows * tile_columns * out_padded, self.dtype)
+        for first in range(0, n * tile_rows, rows):
+            count = min(rows, n * tile_rows - first) * tile_columns
+            chunk_in = transformed[:winograd.POSITIONS * count * self.spec.in_channels].reshape(
+                winograd.POSITIONS, count, self.spec.in_channels)
+            chunk_products = products[:winograd.POSITIONS * count * out_padded].reshape(winograd.POSITIONS, count,
+                                                                                         out_padded)
+            winograd.winograd_input(x4, chunk_in, bound.pad_before[0], bound.pad_before[1], tile_rows, tile_columns,
+                                    first)
+            winograd.winograd_gemm(chunk_in, self.packed, chunk_products)
+            winograd.winograd_output(chunk_products, self.bias, summand, out4, tile_rows, tile_columns, first,
+                                     *clamp)
         return result
 
     def _deliver(self, y: np.ndarray, result: np.ndarray, last: bool) -> np.ndarray:

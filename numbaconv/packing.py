@@ -116,7 +116,7 @@ def pack_winograd(weight: np.ndarray, block: int) -> np.ndarray:
     from .kernels.cpu.winograd import POSITIONS, winograd_weights
 
     c_out, c_in = weight.shape[:2]
-    packed = np.zeros((POSITIONS, -(-c_out // block), c_in, block), weight.dtype)
+    packed = np.empty((POSITIONS, -(-c_out // block), c_in, block), weight.dtype)
     winograd_weights(weight, packed)
     return packed
 

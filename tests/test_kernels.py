@@ -105,6 +105,41 @@ def test_winograd_matches_reference(batch, cin, cout, size, padding, dtype, rng)
         assert_close(np.clip(expected, 0, 6), clipped, scale, w[0].size)
 
 
+@pytest.mark.parametrize("layout", [None, "NHWC"])
+def test_winograd_passes_of_tile_rows(layout, rng, monkeypatch):
+    """A batch cut into passes of tile rows (the last one shorter, rows crossing from one image into the
+    next) gives the one-pass result bit for bit: every tile's sums run in the same order."""
+    from numbaconv.kernels.cpu import winograd
+    x = (rng.standard_normal((3, 24, 13, 10)) + 0.1).astype(np.float32)  # 3 images x 4 tile rows
+    w = (rng.standard_normal((20, 24, 3, 3)) + 0.1).astype(np.float32)
+    residual = rng.standard_normal((3, 20, 13, 10)).astype(np.float32)
+    if layout:
+        x, residual = np.moveaxis(x, 1, -1), np.ascontiguousarray(np.moveaxis(residual, 1, -1))
+    prepared = nc.prepare(nc.ConvSpec(2, 24, 20, 3, padding=1), w, kernel="winograd", activation="relu")
+    whole = prepared(x, layout=layout, residual=residual)
+    monkeypatch.setattr(winograd, "chunk_rows", lambda total, *rest: 5)
+    np.testing.assert_array_equal(prepared(x, layout=layout, residual=residual), whole)
+    x64 = np.moveaxis(x, -1, 1) if layout else x
+    expected = np.maximum(ref.conv(x64.astype(np.float64), w.astype(np.float64), None, 1, [(1, 1), (1, 1)])
+                          + (np.moveaxis(residual, -1, 1) if layout else residual), 0)
+    np.testing.assert_allclose(np.moveaxis(whole, -1, 1) if layout else whole, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_winograd_chunk_rows():
+    """Passes of equal size hold at most about CHUNK_BYTES (or twice the weights), in whole multiples of the
+    thread count."""
+    from numbaconv.kernels.cpu import winograd
+    row_bytes = 36 * 14 * (64 + 64) * 4
+    rows = winograd.chunk_rows(8 * 14, 14, 64, 64, 4, 36 * 64 * 64 * 4, 2)
+    assert rows % 2 == 0 and (rows - 2) * row_bytes <= winograd.CHUNK_BYTES
+    passes = -(-8 * 14 // rows)
+    assert passes == -(-8 * 14 * row_bytes // winograd.CHUNK_BYTES) and passes * rows - 8 * 14 < 2 * passes
+    assert winograd.chunk_rows(14, 14, 64, 64, 4, 36 * 64 * 64 * 4, 2) == 14  # one image: one pass
+    assert winograd.chunk_rows(8 * 4, 4, 256, 256, 4, 36 * 256 * 256 * 4, 2) == 32  # weights dominate: one pass
+    assert winograd.chunk_rows(100, 1000, 512, 512, 4, 0, 3) == 3  # never fewer rows than threads
+    assert winograd.chunk_rows(1, 1000, 512, 512, 4, 0, 2) == 1
+
+
 @pytest.mark.parametrize("kernel", ["small_groups", "direct"])
 @pytest.mark.parametrize("stride,dilation,padding,mode", [(1, 1, 1, "zeros"), (2, 1, 0, "zeros"),
                                                           (1, 2, "same", "zeros"), (3, 1, 2, "zeros"),

@@ -36,9 +36,27 @@ OUTPUT_MATRIX = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4,
                          np.float64)
 
 
+# One pass's transformed input and products together (at least twice the packed weights, which every
+# pass reads again): they stay in the 32 MB L3 between the three kernels instead of going to memory
+# (2-4 MB measured alike at 8 x 64 x 56 x 56, 8 MB slower).
+CHUNK_BYTES = 4 << 20
+
+
 def tiles(out_height: int, out_width: int) -> tuple[int, int]:
     """(tile rows, tile columns) covering an out_height x out_width output."""
     return -(-out_height // TILE), -(-out_width // TILE)
+
+
+def chunk_rows(total_rows: int, tile_columns: int, in_channels: int, out_padded: int, itemsize: int,
+               weight_bytes: int, threads: int) -> int:
+    """Tile rows (of all images, N * tile_rows in all) per pass of the three kernels: passes of equal
+    size holding at most about CHUNK_BYTES of transformed input (36, rows * tile_columns, in_channels)
+    and products (..., out_padded), in a multiple of ``threads`` rows (the transforms' jobs are rows)."""
+    row_bytes = POSITIONS * tile_columns * (in_channels + out_padded) * itemsize
+    budget = max(CHUNK_BYTES, 2 * weight_bytes)
+    passes = -(-total_rows * row_bytes // budget)
+    rows = -(-total_rows // passes)
+    return min(total_rows, -(-rows // threads) * threads)
 
 
 @njit(inline="always")
@@ -65,8 +83,8 @@ def _weight_column(g0, g1, g2):
 def winograd_weights(w, packed):
     """packed[i * 6 + j, o // B, c, o % B] = (G w[o, c] G^T)[i, j], in float64, rounded once to packed's dtype.
 
-    w (C_out, C_in, 3, 3), any strides; packed (36, OB, C_in, B) with OB * B >= C_out, its padding
-    channels already zero.  Numba rather than NumPy: a matmul pair over a 256 x 256 layer took 32 ms, which a
+    w (C_out, C_in, 3, 3), any strides; packed (36, OB, C_in, B) with OB * B >= C_out: every element
+    written, the padding channels' zeros included.  Numba rather than NumPy: a matmul pair over a 256 x 256 layer took 32 ms, which a
     public call (weights packed per call) pays every time.
     """
     O, C = w.shape[:2]
@@ -74,24 +92,29 @@ def winograd_weights(w, packed):
     for job in prange(OB * C):  # a job fills one (block, input channel) line of every position
         ob = job // C
         c = job % C
-        half = np.empty((PATCH, 3))  # G w: rows transformed
+        # The block's B output channels are the vector lanes of every step (1.6x over one channel at a time).
+        kernel = np.zeros((3, 3, B))
+        half = np.empty((PATCH, 3, B))  # G w: rows transformed
         # The 36 lines lie OB * C_in * B elements apart, in one L1 set at 64 channels: filled here and
         # stored whole, not element by element across the 36 (3x faster).
-        lines = np.zeros((POSITIONS, B))
-        for o in range(ob * B, min(O, ob * B + B)):
-            for k in range(3):
-                r0, r1, r2, r3, r4, r5 = _weight_column(np.float64(w[o, c, 0, k]), np.float64(w[o, c, 1, k]),
-                                                        np.float64(w[o, c, 2, k]))
-                half[0, k] = r0
-                half[1, k] = r1
-                half[2, k] = r2
-                half[3, k] = r3
-                half[4, k] = r4
-                half[5, k] = r5
-            j = o - ob * B
-            for i in range(PATCH):
-                r0, r1, r2, r3, r4, r5 = _weight_column(half[i, 0], half[i, 1], half[i, 2])
-                row = i * PATCH
+        lines = np.empty((POSITIONS, B))
+        for j in range(min(B, O - ob * B)):
+            for r in range(3):
+                for k in range(3):
+                    kernel[r, k, j] = w[ob * B + j, c, r, k]
+        for k in range(3):
+            for j in range(B):
+                r0, r1, r2, r3, r4, r5 = _weight_column(kernel[0, k, j], kernel[1, k, j], kernel[2, k, j])
+                half[0, k, j] = r0
+                half[1, k, j] = r1
+                half[2, k, j] = r2
+                half[3, k, j] = r3
+                half[4, k, j] = r4
+                half[5, k, j] = r5
+        for i in range(PATCH):
+            row = i * PATCH
+            for j in range(B):
+                r0, r1, r2, r3, r4, r5 = _weight_column(half[i, 0, j], half[i, 1, j], half[i, 2, j])
                 lines[row, j] = r0
                 lines[row + 1, j] = r1
                 lines[row + 2, j] = r2
@@ -104,18 +127,19 @@ def winograd_weights(w, packed):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def winograd_input(x, v, pad_top, pad_left, tile_rows, tile_columns):
+def winograd_input(x, v, pad_top, pad_left, tile_rows, tile_columns, first_row):
     """v[i * 6 + j, tile, c] = (B^T d B)[i, j] for each tile's 6x6 patch d of channel c.
 
     x (N, H, W, C), any strides (a channels-first array seen channels-last is read in place); v (36,
-    N * tile_rows * tile_columns, C) C-contiguous.  Tile (th, tw)'s patch starts at input pixel
-    (th * 4 - pad_top, tw * 4 - pad_left); pixels outside the input are zeros (padding never read).
-    Each job owns one row of tiles of one image.
+    rows * tile_columns, C) C-contiguous, for the ``rows`` tile rows from ``first_row`` on (of the
+    N * tile_rows, image-major).  Tile (th, tw)'s patch starts at input pixel (th * 4 - pad_top,
+    tw * 4 - pad_left); pixels outside the input are zeros (padding never read).  Each job owns one row
+    of tiles of one image.
     """
     N, H, W, C = x.shape
-    for job in prange(N * tile_rows):
-        n = job // tile_rows
-        th = job % tile_rows
+    for job in prange(v.shape[1] // tile_columns):
+        n = (first_row + job) // tile_rows
+        th = (first_row + job) % tile_rows
         patch = np.empty((PATCH, PATCH, C), v.dtype)
         half = np.empty((PATCH, PATCH, C), v.dtype)  # B^T d: columns transformed
         top = th * TILE - pad_top
@@ -231,20 +255,21 @@ def winograd_gemm(v, u, m):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def winograd_output(m, bias, residual, out, tile_rows, tile_columns, clamp, low, high):
+def winograd_output(m, bias, residual, out, tile_rows, tile_columns, first_row, clamp, low, high):
     """out[n, 4 * th + i, 4 * tw + j, k] = (A^T m A)[i, j] of tile (th, tw)'s channel k, plus bias[k] and
     residual[n, oh, ow, k], clipped to [low, high] with ``clamp`` (NaN passes through); the last tiles'
     pixels past the output are dropped.
 
-    m (36, T, K_padded) from winograd_gemm; bias (K,) or (0,); residual like out, or (0, 0, 0, 0);
-    out (N, OH, OW, K), any strides (a channels-first result seen channels-last is written in place).
+    m (36, rows * tile_columns, K_padded) from winograd_gemm, the tile rows from ``first_row`` on (as in
+    winograd_input); bias (K,) or (0,); residual like out, or (0, 0, 0, 0); out (N, OH, OW, K), any
+    strides (a channels-first result seen channels-last is written in place).
     """
     N, OH, OW, K = out.shape
     has_bias = bias.shape[0] > 0
     has_residual = residual.shape[0] > 0
-    for job in prange(N * tile_rows):
-        n = job // tile_rows
-        th = job % tile_rows
+    for job in prange(m.shape[1] // tile_columns):
+        n = (first_row + job) // tile_rows
+        th = (first_row + job) % tile_rows
         half = np.empty((TILE, PATCH, K), m.dtype)  # A^T m: columns transformed
         row = np.empty((TILE, K), m.dtype)
         for tw in range(tile_columns):
