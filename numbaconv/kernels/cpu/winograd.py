@@ -59,17 +59,33 @@ def chunk_rows(total_rows: int, tile_columns: int, in_channels: int, out_padded:
     return min(total_rows, -(-rows // threads) * threads)
 
 
+# The input and output transforms use sums only: Numba types an integer times a float32 as float64, which
+# made both passes convert every value to double and back (half the vector width: 2.4x slower).
+@njit(inline="always")
+def _times4(a):
+    return (a + a) + (a + a)
+
+
 @njit(inline="always")
 def _input_column(d0, d1, d2, d3, d4, d5):
     """B^T applied to one column of a patch (INPUT_MATRIX's rows)."""
-    return (4 * d0 - 5 * d2 + d4, -4 * (d1 + d2) + d3 + d4, 4 * (d1 - d2) - d3 + d4,
-            2 * (d3 - d1) - d2 + d4, 2 * (d1 - d3) - d2 + d4, 4 * d1 - 5 * d3 + d5)
+    p = d4 - _times4(d2)
+    q = d3 - _times4(d1)
+    s = d4 - d2
+    t = d3 - d1
+    t = t + t
+    return _times4(d0 - d2) + s, p + q, p - q, s + t, s - t, _times4(d1 - d3) + (d5 - d3)
 
 
 @njit(inline="always")
 def _output_column(m0, m1, m2, m3, m4, m5):
     """A^T applied to one column of a transformed tile (OUTPUT_MATRIX's rows)."""
-    return (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 * (m3 - m4), m1 + m2 + 4 * (m3 + m4), m1 - m2 + 8 * (m3 - m4) + m5)
+    a = m1 + m2
+    b = m1 - m2
+    c = m3 + m4
+    d = m3 - m4
+    d2 = d + d
+    return m0 + a + c, b + d2, a + _times4(c), b + _times4(d2) + m5
 
 
 @njit(inline="always")
@@ -288,13 +304,16 @@ def winograd_output(m, bias, residual, out, tile_rows, tile_columns, first_row, 
                 if oh >= OH:
                     break
                 for k in range(K):
-                    start = bias[k] if has_bias else 0
                     r0, r1, r2, r3 = _output_column(half[i, 0, k], half[i, 1, k], half[i, 2, k], half[i, 3, k],
                                                     half[i, 4, k], half[i, 5, k])
-                    row[0, k] = r0 + start
-                    row[1, k] = r1 + start
-                    row[2, k] = r2 + start
-                    row[3, k] = r3 + start
+                    row[0, k] = r0
+                    row[1, k] = r1
+                    row[2, k] = r2
+                    row[3, k] = r3
+                if has_bias:
+                    for j in range(TILE):
+                        for k in range(K):
+                            row[j, k] += bias[k]
                 for j in range(min(TILE, OW - tw * TILE)):
                     ow = tw * TILE + j
                     if has_residual:
