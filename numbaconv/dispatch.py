@@ -24,10 +24,11 @@ KERNELS = ("simd", "winograd", "small_groups", "direct", "depthwise", "transpose
 # 1.4-2.2x faster than the direct SIMD kernel from 64 channels (56x56 to 7x7 maps, batch 1 and 8), 0.6-0.8x
 # at 32 (its transforms then cost more than the saved multiply-adds; perf/NOTES.md, session 16).
 WINOGRAD_MIN_CHANNELS = 64
-# A one-off call (conv2d and the like) transforms the weights every time, about 30 ns per (C_in, C_out)
-# pair here (2 ms at 256 x 256), which the saved multiply-adds (about 0.05 ns per pair and output pixel)
-# repay from roughly 600 output pixels; below this many the one-off call stays direct.
-WINOGRAD_ONE_OFF_MIN_PIXELS = 1024
+# A one-off call (conv2d and the like) transforms the weights every time (0.67 ms at 256 x 256 here).
+# Prepared-and-called once against direct, 3x3 layers at batch 1: 784 output pixels 1.55-1.88x (64-128
+# channels), 196 pixels 1.07x, 1.22x, 0.92x (64, 128, 256 channels), 49-98 pixels 0.24-0.51x (256-512;
+# perf/NOTES.md, session 17). Below this many output pixels the one-off call stays direct.
+WINOGRAD_ONE_OFF_MIN_PIXELS = 400
 
 # Block shapes (pixels, vectors) of numbaconv.kernels.cpu.simd_direct, by vector registers of the ISA.
 SIMD_BLOCKS = {16: {2: (6, 2), 1: (12, 1)}, 32: {4: (6, 4), 2: (12, 2), 1: (12, 1)}}

@@ -55,7 +55,7 @@ def test_dispatcher_choices():
     assert nc.prepare(nc.ConvSpec(2, 64, 64, 3), np.ones((64, 64, 3, 3), np.float32), shuffle_groups=4).kernel == "simd"
     # A one-off call transforms the weights every time: too few output pixels stay direct.
     assert dispatch.one_off_kernel(nc.ConvSpec(2, 256, 256, 3, padding=1), 14 * 14) == "simd"
-    assert dispatch.one_off_kernel(nc.ConvSpec(2, 256, 256, 3, padding=1), 8 * 14 * 14) is None
+    assert dispatch.one_off_kernel(nc.ConvSpec(2, 256, 256, 3, padding=1), 28 * 28) is None
     assert dispatch.one_off_kernel(nc.ConvSpec(2, 32, 32, 3, padding=1), 1) is None  # not Winograd anyway
     assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=16)[0] == "direct"
     assert dispatch.choose_kernel(nc.ConvSpec(2, 128, 128, 3, groups=32), lanes=8)[0] == "small_groups"
