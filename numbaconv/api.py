@@ -100,8 +100,9 @@ _NO_CLAMP = (False, 0.0, 0.0)
 # PreparedConv attributes that __getattr__ packs on first use, and the method that packs them.
 _PACKED_ON_FIRST_USE = {"packed": "_pack_simd", "bias": "_pack_simd", "rows_packed": "_pack_rows",
                         "rows_bias": "_pack_rows", "rows_channel": "_pack_rows", "window_packed": "_pack_window"}
+# "No residual" (or no bias) for the kernels, flat and as an (N, H, W, C) array.
 _EMPTY = {np.float32: np.zeros(0, np.float32), np.float64: np.zeros(0, np.float64)}
-_EMPTY_4D = {np.float32: np.zeros((0, 0, 0, 0), np.float32), np.float64: np.zeros((0, 0, 0, 0), np.float64)}  # "no residual" for the kernels
+_EMPTY_4D = {np.float32: np.zeros((0, 0, 0, 0), np.float32), np.float64: np.zeros((0, 0, 0, 0), np.float64)}
 # The SIMD kernel's (input extent, padding it skips, edge columns) for an input read without bounds: a
 # padded copy whose every tap the call's geometry keeps inside, as long rows (_wide_rows) or subpixel
 # phases do.
@@ -1050,7 +1051,9 @@ def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode
                     groups, bias is not None, padding_mode)
     kernel = None
     shape = np.shape(x)
-    if len(shape) in (ndim + 1, ndim + 2):  # else PreparedConv's call raises the error
+    # Only a Winograd-shaped layer has a one-off choice to make; others skip the shape arithmetic. A wrong
+    # rank falls through to PreparedConv's call, which raises the error.
+    if dispatch.winograd_fits(spec) and len(shape) in (ndim + 1, ndim + 2):
         batched = shape if len(shape) == ndim + 2 else (1, *shape)
         out_shape = spec.output_shape(_channels_first_shape(batched, channels_last(layout)))
         itemsize = np.dtype(getattr(weight, "dtype", np.float32)).itemsize

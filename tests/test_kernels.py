@@ -125,6 +125,22 @@ def test_winograd_passes_of_tile_rows(layout, rng, monkeypatch):
     np.testing.assert_allclose(np.moveaxis(whole, -1, 1) if layout else whole, expected, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("size,runs_winograd", [((20, 20), True), ((19, 20), False)])
+def test_conv2d_one_off_winograd(size, runs_winograd, rng, monkeypatch):
+    """A one-off conv2d takes Winograd from 400 output pixels (20 x 20 here) and stays direct below, with
+    the reference's result either way."""
+    from numbaconv.kernels.cpu import winograd
+    gemm_calls = []
+    gemm = winograd.winograd_gemm
+    monkeypatch.setattr(winograd, "winograd_gemm", lambda *a: (gemm_calls.append(1), gemm(*a)))
+    x = (rng.standard_normal((1, 64, *size)) + 0.1).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 3, 3)) + 0.1).astype(np.float32)
+    y = nc.conv2d(x, w, None, 1, 1)
+    assert bool(gemm_calls) == runs_winograd
+    expected = ref.conv(x.astype(np.float64), w.astype(np.float64), None, 1, [(1, 1), (1, 1)])
+    assert_close(expected, y, ref.conv(np.abs(x), np.abs(w), None, 1, [(1, 1), (1, 1)]), w[0].size)
+
+
 def test_winograd_chunk_rows():
     """Passes of equal size hold at most about CHUNK_BYTES (or twice the weights), in whole multiples of the
     thread count."""
