@@ -10,6 +10,7 @@ kernels are module-level functions so Numba's on-disk cache keeps them between p
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from ... import dispatch
@@ -55,6 +56,10 @@ from .simd import vadd, vclamp, vfma, vinsert, vlanes, vload, vprefetch, vput, v
 # slower than freshly compiled ones (perf/NOTES.md, session 11).
 row_split = njit(inline="always")(_row_split)
 tap_range = njit(inline="always")(_tap_range)
+
+# Runs of consecutive jobs the parallel loop hands out: Numba's static schedule gives each thread a
+# contiguous share of them, as it did of the jobs themselves, while up to 64 threads stay busy.
+JOB_PARTS = 64
 
 
 @njit(cache=True)
@@ -184,43 +189,46 @@ def block_source(vectors: int, count: int, indent: str, sweep: bool = False) -> 
     return lines
 
 
+def signature(name: str, arguments: str) -> str:
+    """``def name(arguments):`` wrapped to the project's line width."""
+    return textwrap.fill(f"def {name}({arguments}):", 110, subsequent_indent=" " * (len(name) + 5))
+
+
 def kernel_source(pixels: int, vectors: int) -> str:
+    """conv_simd_p{P}v{V}: a parallel loop over at most JOB_PARTS runs of consecutive jobs, each run one call
+    of simd_jobs_p{P}v{V}, which holds the block loops."""
+    arguments = ("x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge, edge_columns, out_group, cgo, sd, "
+                 "sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low, high")
     lines: list[str] = []
     emit = lines.append
     emit("")
     emit("")
-    emit("@njit(parallel=True, cache=True)")
-    emit(f"def conv_simd_p{pixels}v{vectors}(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge,")
-    emit("                 edge_columns, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low,")
-    emit("                 high):")
+    emit("@njit(cache=True)")
+    job_arguments = ("first_job, last_job, xs, es, ws, os, rs, bias, w_shape, xst, ost, shape, in_size, pads, "
+                     "edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, "
+                     "clamp, low, high")
+    emit(signature(f"simd_jobs_p{pixels}v{vectors}", job_arguments))
+    emit(f'    """Jobs [first_job, last_job) of conv_simd_p{pixels}v{vectors}, x, edge, w, out and residual flattened (xs,')
+    emit("    es, ws, os, rs).  A job is one output row and one block of output channels, or with channels_inner one")
+    emit("    row and every block: each group of pixels then gets all its channels at once, so a pointwise layer")
+    emit('    writes (and reads its residual) in whole pixel runs instead of one cache line per pixel and block."""')
     emit("    N, OD, OH, OW = shape")
     emit("    ID, IH, IW = in_size")
     emit("    pd, ph, pw = pads")
     emit("    left, right = edge_columns")
-    emit("    G, OB, KD, KH, KW, CGI, _ = w.shape")
+    emit("    G, OB, KD, KH, KW, CGI, _ = w_shape")
     emit("    xn, xc, xd, xh, xw = xst")
     emit("    on, oc, od_, oh_, ow_ = ost")
     emit("    has_bias = bias.shape[0] > 0")
-    emit("    xs = x.reshape(-1)")
-    emit("    es = edge.reshape(-1)")
-    emit("    ws = w.reshape(-1)")
-    emit("    os = out.reshape(-1)")
-    emit("    rs = residual.reshape(-1)")
     emit("    has_residual = rs.shape[0] > 0")
-    emit(f"    head, tail = row_split(OW, {pixels})")
+    emit("    lanes = vlanes(ws)")
+    emit(f"    BLOCK = {vectors} * lanes  # w's last extent (packing.pack_simd)")
     emit("    # One prefetch per step sweeping the next block: a prefetch per pixel and line spilled the")
     emit("    # reduction's weight pointers (perf/NOTES.md, sessions 14 and 15).")
     emit(f"    ahead = {pixels} * sw * xw")
-    emit("    # A job is one output row and one block of output channels, or with channels_inner one row and")
-    emit("    # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes")
-    emit("    # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.")
     emit("    blocks = G * OB")
     emit("    per_job = blocks if channels_inner else 1")
-    emit("    for job in prange(N * OD * OH * (blocks // per_job)):")
-    emit("        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's")
-    emit("        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).")
-    emit("        lanes = vlanes(ws)")
-    emit(f"        BLOCK = {vectors} * lanes  # w's last extent (packing.pack_simd)")
+    emit("    for job in range(first_job, last_job):")
     emit("        first_block = (job % (blocks // per_job)) * per_job")
     emit("        row = job // (blocks // per_job)")
     emit("        oh = row % OH")
@@ -247,6 +255,27 @@ def kernel_source(pixels: int, vectors: int) -> str:
             emit(f"            ow0 = min(ow0, {end} - {count})")
         lines += block_source(vectors, count, " " * 12, sweep=count == pixels)
         emit(f"{' ' * 12}ow0 += {count}")
+    emit("")
+    emit("")
+    emit("@njit(parallel=True, cache=True)")
+    emit(signature(f"conv_simd_p{pixels}v{vectors}", arguments))
+    emit("    # The parallel loop only calls simd_jobs: Numba's parallel passes (copy propagation over every block")
+    emit("    # of the loop's body, quadratic) took two thirds of the compile time with the block loops inlined")
+    emit("    # here.  Runs of jobs, not one call per job: kernels calling per job ran 7-18% slower once loaded")
+    emit("    # from the on-disk cache (perf/NOTES.md, session 18).")
+    emit("    N, OD, OH, OW = shape")
+    emit("    xs = x.reshape(-1)")
+    emit("    es = edge.reshape(-1)")
+    emit("    ws = w.reshape(-1)")
+    emit("    os = out.reshape(-1)")
+    emit("    rs = residual.reshape(-1)")
+    emit(f"    head, tail = row_split(OW, {pixels})")
+    emit("    jobs = N * OD * OH * (1 if channels_inner else w.shape[0] * w.shape[1])")
+    emit("    parts = min(jobs, JOB_PARTS)")
+    emit("    for part in prange(parts):")
+    emit("        first_job, last_job = part * jobs // parts, (part + 1) * jobs // parts")
+    call = f"simd_jobs_p{pixels}v{vectors}({job_arguments.replace('w_shape', 'w.shape')})"
+    emit(textwrap.fill(call, 110, initial_indent=" " * 8, subsequent_indent=" " * 12))
     return "\n".join(lines) + "\n"
 
 

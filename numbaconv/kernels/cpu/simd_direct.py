@@ -37,6 +37,10 @@ from .simd import vadd, vclamp, vfma, vinsert, vlanes, vload, vprefetch, vput, v
 row_split = njit(inline="always")(_row_split)
 tap_range = njit(inline="always")(_tap_range)
 
+# Runs of consecutive jobs the parallel loop hands out: Numba's static schedule gives each thread a
+# contiguous share of them, as it did of the jobs themselves, while up to 64 threads stay busy.
+JOB_PARTS = 64
+
 
 @njit(cache=True)
 def scatter_vector(os, index, stride, value, count):
@@ -171,38 +175,31 @@ def scatter_pixels12(os, index, pixel_stride, lane_stride, v0, v1, v2, v3, v4, v
             vput(os, row + 11 * pixel_stride, v11, lane)
 
 
-@njit(parallel=True, cache=True)
-def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge,
-                 edge_columns, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low,
-                 high):
+@njit(cache=True)
+def simd_jobs_p6v2(first_job, last_job, xs, es, ws, os, rs, bias, w_shape, xst, ost, shape, in_size, pads,
+                   edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch,
+                   clamp, low, high):
+    """Jobs [first_job, last_job) of conv_simd_p6v2, x, edge, w, out and residual flattened (xs,
+    es, ws, os, rs).  A job is one output row and one block of output channels, or with channels_inner one
+    row and every block: each group of pixels then gets all its channels at once, so a pointwise layer
+    writes (and reads its residual) in whole pixel runs instead of one cache line per pixel and block."""
     N, OD, OH, OW = shape
     ID, IH, IW = in_size
     pd, ph, pw = pads
     left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, _ = w.shape
+    G, OB, KD, KH, KW, CGI, _ = w_shape
     xn, xc, xd, xh, xw = xst
     on, oc, od_, oh_, ow_ = ost
     has_bias = bias.shape[0] > 0
-    xs = x.reshape(-1)
-    es = edge.reshape(-1)
-    ws = w.reshape(-1)
-    os = out.reshape(-1)
-    rs = residual.reshape(-1)
     has_residual = rs.shape[0] > 0
-    head, tail = row_split(OW, 6)
+    lanes = vlanes(ws)
+    BLOCK = 2 * lanes  # w's last extent (packing.pack_simd)
     # One prefetch per step sweeping the next block: a prefetch per pixel and line spilled the
     # reduction's weight pointers (perf/NOTES.md, sessions 14 and 15).
     ahead = 6 * sw * xw
-    # A job is one output row and one block of output channels, or with channels_inner one row and
-    # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
-    # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
     blocks = G * OB
     per_job = blocks if channels_inner else 1
-    for job in prange(N * OD * OH * (blocks // per_job)):
-        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
-        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
-        lanes = vlanes(ws)
-        BLOCK = 2 * lanes  # w's last extent (packing.pack_simd)
+    for job in range(first_job, last_job):
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
@@ -587,37 +584,53 @@ def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, ed
 
 
 @njit(parallel=True, cache=True)
-def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge,
-                 edge_columns, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low,
-                 high):
+def conv_simd_p6v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge, edge_columns, out_group,
+                   cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low, high):
+    # The parallel loop only calls simd_jobs: Numba's parallel passes (copy propagation over every block
+    # of the loop's body, quadratic) took two thirds of the compile time with the block loops inlined
+    # here.  Runs of jobs, not one call per job: kernels calling per job ran 7-18% slower once loaded
+    # from the on-disk cache (perf/NOTES.md, session 18).
     N, OD, OH, OW = shape
-    ID, IH, IW = in_size
-    pd, ph, pw = pads
-    left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, _ = w.shape
-    xn, xc, xd, xh, xw = xst
-    on, oc, od_, oh_, ow_ = ost
-    has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     es = edge.reshape(-1)
     ws = w.reshape(-1)
     os = out.reshape(-1)
     rs = residual.reshape(-1)
+    head, tail = row_split(OW, 6)
+    jobs = N * OD * OH * (1 if channels_inner else w.shape[0] * w.shape[1])
+    parts = min(jobs, JOB_PARTS)
+    for part in prange(parts):
+        first_job, last_job = part * jobs // parts, (part + 1) * jobs // parts
+        simd_jobs_p6v2(first_job, last_job, xs, es, ws, os, rs, bias, w.shape, xst, ost, shape, in_size, pads,
+            edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp,
+            low, high)
+
+
+@njit(cache=True)
+def simd_jobs_p12v1(first_job, last_job, xs, es, ws, os, rs, bias, w_shape, xst, ost, shape, in_size, pads,
+                    edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner,
+                    prefetch, clamp, low, high):
+    """Jobs [first_job, last_job) of conv_simd_p12v1, x, edge, w, out and residual flattened (xs,
+    es, ws, os, rs).  A job is one output row and one block of output channels, or with channels_inner one
+    row and every block: each group of pixels then gets all its channels at once, so a pointwise layer
+    writes (and reads its residual) in whole pixel runs instead of one cache line per pixel and block."""
+    N, OD, OH, OW = shape
+    ID, IH, IW = in_size
+    pd, ph, pw = pads
+    left, right = edge_columns
+    G, OB, KD, KH, KW, CGI, _ = w_shape
+    xn, xc, xd, xh, xw = xst
+    on, oc, od_, oh_, ow_ = ost
+    has_bias = bias.shape[0] > 0
     has_residual = rs.shape[0] > 0
-    head, tail = row_split(OW, 12)
+    lanes = vlanes(ws)
+    BLOCK = 1 * lanes  # w's last extent (packing.pack_simd)
     # One prefetch per step sweeping the next block: a prefetch per pixel and line spilled the
     # reduction's weight pointers (perf/NOTES.md, sessions 14 and 15).
     ahead = 12 * sw * xw
-    # A job is one output row and one block of output channels, or with channels_inner one row and
-    # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
-    # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
     blocks = G * OB
     per_job = blocks if channels_inner else 1
-    for job in prange(N * OD * OH * (blocks // per_job)):
-        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
-        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
-        lanes = vlanes(ws)
-        BLOCK = 1 * lanes  # w's last extent (packing.pack_simd)
+    for job in range(first_job, last_job):
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
@@ -1018,37 +1031,53 @@ def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, in_size, pads, e
 
 
 @njit(parallel=True, cache=True)
-def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge,
-                 edge_columns, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low,
-                 high):
+def conv_simd_p12v1(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge, edge_columns, out_group,
+                    cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low, high):
+    # The parallel loop only calls simd_jobs: Numba's parallel passes (copy propagation over every block
+    # of the loop's body, quadratic) took two thirds of the compile time with the block loops inlined
+    # here.  Runs of jobs, not one call per job: kernels calling per job ran 7-18% slower once loaded
+    # from the on-disk cache (perf/NOTES.md, session 18).
     N, OD, OH, OW = shape
-    ID, IH, IW = in_size
-    pd, ph, pw = pads
-    left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, _ = w.shape
-    xn, xc, xd, xh, xw = xst
-    on, oc, od_, oh_, ow_ = ost
-    has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     es = edge.reshape(-1)
     ws = w.reshape(-1)
     os = out.reshape(-1)
     rs = residual.reshape(-1)
+    head, tail = row_split(OW, 12)
+    jobs = N * OD * OH * (1 if channels_inner else w.shape[0] * w.shape[1])
+    parts = min(jobs, JOB_PARTS)
+    for part in prange(parts):
+        first_job, last_job = part * jobs // parts, (part + 1) * jobs // parts
+        simd_jobs_p12v1(first_job, last_job, xs, es, ws, os, rs, bias, w.shape, xst, ost, shape, in_size,
+            pads, edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch,
+            clamp, low, high)
+
+
+@njit(cache=True)
+def simd_jobs_p6v4(first_job, last_job, xs, es, ws, os, rs, bias, w_shape, xst, ost, shape, in_size, pads,
+                   edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch,
+                   clamp, low, high):
+    """Jobs [first_job, last_job) of conv_simd_p6v4, x, edge, w, out and residual flattened (xs,
+    es, ws, os, rs).  A job is one output row and one block of output channels, or with channels_inner one
+    row and every block: each group of pixels then gets all its channels at once, so a pointwise layer
+    writes (and reads its residual) in whole pixel runs instead of one cache line per pixel and block."""
+    N, OD, OH, OW = shape
+    ID, IH, IW = in_size
+    pd, ph, pw = pads
+    left, right = edge_columns
+    G, OB, KD, KH, KW, CGI, _ = w_shape
+    xn, xc, xd, xh, xw = xst
+    on, oc, od_, oh_, ow_ = ost
+    has_bias = bias.shape[0] > 0
     has_residual = rs.shape[0] > 0
-    head, tail = row_split(OW, 6)
+    lanes = vlanes(ws)
+    BLOCK = 4 * lanes  # w's last extent (packing.pack_simd)
     # One prefetch per step sweeping the next block: a prefetch per pixel and line spilled the
     # reduction's weight pointers (perf/NOTES.md, sessions 14 and 15).
     ahead = 6 * sw * xw
-    # A job is one output row and one block of output channels, or with channels_inner one row and
-    # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
-    # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
     blocks = G * OB
     per_job = blocks if channels_inner else 1
-    for job in prange(N * OD * OH * (blocks // per_job)):
-        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
-        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
-        lanes = vlanes(ws)
-        BLOCK = 4 * lanes  # w's last extent (packing.pack_simd)
+    for job in range(first_job, last_job):
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
@@ -1641,37 +1670,53 @@ def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, in_size, pads, ed
 
 
 @njit(parallel=True, cache=True)
-def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge,
-                 edge_columns, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low,
-                 high):
+def conv_simd_p6v4(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge, edge_columns, out_group,
+                   cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low, high):
+    # The parallel loop only calls simd_jobs: Numba's parallel passes (copy propagation over every block
+    # of the loop's body, quadratic) took two thirds of the compile time with the block loops inlined
+    # here.  Runs of jobs, not one call per job: kernels calling per job ran 7-18% slower once loaded
+    # from the on-disk cache (perf/NOTES.md, session 18).
     N, OD, OH, OW = shape
-    ID, IH, IW = in_size
-    pd, ph, pw = pads
-    left, right = edge_columns
-    G, OB, KD, KH, KW, CGI, _ = w.shape
-    xn, xc, xd, xh, xw = xst
-    on, oc, od_, oh_, ow_ = ost
-    has_bias = bias.shape[0] > 0
     xs = x.reshape(-1)
     es = edge.reshape(-1)
     ws = w.reshape(-1)
     os = out.reshape(-1)
     rs = residual.reshape(-1)
+    head, tail = row_split(OW, 6)
+    jobs = N * OD * OH * (1 if channels_inner else w.shape[0] * w.shape[1])
+    parts = min(jobs, JOB_PARTS)
+    for part in prange(parts):
+        first_job, last_job = part * jobs // parts, (part + 1) * jobs // parts
+        simd_jobs_p6v4(first_job, last_job, xs, es, ws, os, rs, bias, w.shape, xst, ost, shape, in_size, pads,
+            edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp,
+            low, high)
+
+
+@njit(cache=True)
+def simd_jobs_p12v2(first_job, last_job, xs, es, ws, os, rs, bias, w_shape, xst, ost, shape, in_size, pads,
+                    edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner,
+                    prefetch, clamp, low, high):
+    """Jobs [first_job, last_job) of conv_simd_p12v2, x, edge, w, out and residual flattened (xs,
+    es, ws, os, rs).  A job is one output row and one block of output channels, or with channels_inner one
+    row and every block: each group of pixels then gets all its channels at once, so a pointwise layer
+    writes (and reads its residual) in whole pixel runs instead of one cache line per pixel and block."""
+    N, OD, OH, OW = shape
+    ID, IH, IW = in_size
+    pd, ph, pw = pads
+    left, right = edge_columns
+    G, OB, KD, KH, KW, CGI, _ = w_shape
+    xn, xc, xd, xh, xw = xst
+    on, oc, od_, oh_, ow_ = ost
+    has_bias = bias.shape[0] > 0
     has_residual = rs.shape[0] > 0
-    head, tail = row_split(OW, 12)
+    lanes = vlanes(ws)
+    BLOCK = 2 * lanes  # w's last extent (packing.pack_simd)
     # One prefetch per step sweeping the next block: a prefetch per pixel and line spilled the
     # reduction's weight pointers (perf/NOTES.md, sessions 14 and 15).
     ahead = 12 * sw * xw
-    # A job is one output row and one block of output channels, or with channels_inner one row and
-    # every block: each group of pixels then gets all its channels at once, so a pointwise layer writes
-    # (and reads its residual) in whole pixel runs instead of one cache line per pixel and block.
     blocks = G * OB
     per_job = blocks if channels_inner else 1
-    for job in prange(N * OD * OH * (blocks // per_job)):
-        # Constants defined inside the parallel loop: Numba passes values from outside it to the loop's
-        # body as arguments, which made the lane count a run-time value there (perf/NOTES.md, session 15).
-        lanes = vlanes(ws)
-        BLOCK = 2 * lanes  # w's last extent (packing.pack_simd)
+    for job in range(first_job, last_job):
         first_block = (job % (blocks // per_job)) * per_job
         row = job // (blocks // per_job)
         oh = row % OH
@@ -2253,3 +2298,26 @@ def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, e
                     elif count1 > 0:
                         scatter_vector(os, out_row + ow0 * ow_ + 1 * lanes * oc, oc, a0_1, count1)
             ow0 += 1
+
+
+@njit(parallel=True, cache=True)
+def conv_simd_p12v2(x, xst, w, bias, out, residual, ost, shape, in_size, pads, edge, edge_columns, out_group,
+                    cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch, clamp, low, high):
+    # The parallel loop only calls simd_jobs: Numba's parallel passes (copy propagation over every block
+    # of the loop's body, quadratic) took two thirds of the compile time with the block loops inlined
+    # here.  Runs of jobs, not one call per job: kernels calling per job ran 7-18% slower once loaded
+    # from the on-disk cache (perf/NOTES.md, session 18).
+    N, OD, OH, OW = shape
+    xs = x.reshape(-1)
+    es = edge.reshape(-1)
+    ws = w.reshape(-1)
+    os = out.reshape(-1)
+    rs = residual.reshape(-1)
+    head, tail = row_split(OW, 12)
+    jobs = N * OD * OH * (1 if channels_inner else w.shape[0] * w.shape[1])
+    parts = min(jobs, JOB_PARTS)
+    for part in prange(parts):
+        first_job, last_job = part * jobs // parts, (part + 1) * jobs // parts
+        simd_jobs_p12v2(first_job, last_job, xs, es, ws, os, rs, bias, w.shape, xst, ost, shape, in_size,
+            pads, edge_columns, head, tail, out_group, cgo, sd, sh, sw, dd, dh, dw, channels_inner, prefetch,
+            clamp, low, high)
