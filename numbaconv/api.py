@@ -50,11 +50,12 @@ def channels_last(layout: str | None) -> bool:
     if layout is None:
         return False
     name = str(layout).upper()
-    if name in ("CHANNELS_LAST", "NLC", "NHWC", "NDHWC"):
+    # NWC/NCW: TensorFlow's names for the 1D layouts.
+    if name in ("CHANNELS_LAST", "NLC", "NWC", "NHWC", "NDHWC"):
         return True
-    if name in ("CHANNELS_FIRST", "NCL", "NCHW", "NCDHW"):
+    if name in ("CHANNELS_FIRST", "NCL", "NCW", "NCHW", "NCDHW"):
         return False
-    raise ValueError(f"layout must be NCL/NCHW/NCDHW, NLC/NHWC/NDHWC, 'channels_first' or 'channels_last', "
+    raise ValueError(f"layout must be NCL/NCHW/NCDHW, NLC/NHWC/NDHWC (NCW/NWC for 1D), 'channels_first' or 'channels_last', "
                      f"got {layout!r}")
 
 

@@ -304,6 +304,17 @@ def test_bad_input_gets_a_clear_error(call, error, words, rng):
     assert words in str(info.value)
 
 
+def test_layout_names_for_one_dimension(rng):
+    x = random_array(rng, (2, 3, 9), np.float32)
+    w = random_array(rng, (4, 3, 3), np.float32)
+    channels_first = nc.conv1d(x, w, padding=1)
+    for name in ("NCL", "NCW", "channels_first"):
+        np.testing.assert_array_equal(nc.conv1d(x, w, padding=1, layout=name), channels_first)
+    for name in ("NLC", "NWC", "channels_last"):
+        y = nc.conv1d(np.ascontiguousarray(x.transpose(0, 2, 1)), w, padding=1, layout=name)
+        np.testing.assert_allclose(y.transpose(0, 2, 1), channels_first, rtol=1e-6, atol=1e-6)
+
+
 # ---- parity with PyTorch ------------------------------------------------------------------------------------
 @pytest.mark.torch
 @pytest.mark.parametrize("nd", [1, 2, 3])

@@ -192,6 +192,150 @@ def test_onnx_unsupported_ops_are_all_listed(rng):
         nc.load_onnx(model)
 
 
+def single_node_model(op, in_shape, inits, **attrs):
+    inputs = ["x", *inits]
+    graph = helper.make_graph(
+        [helper.make_node(op, inputs, ["y"], **attrs)], "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                              in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (4, 1), (3, 2), (4, 2), (2, 3)])  # odd and even totals
+def test_onnx_auto_pad_matches_onnxruntime(op, auto_pad, kernel, stride, rng):
+    in_shape = [2, 3, 11, 10]
+    w_shape = (4, 3, kernel, kernel) if op == "Conv" else (3, 4, kernel, kernel)
+    model = single_node_model(op, in_shape, {"w": rng.standard_normal(w_shape)}, auto_pad=auto_pad,
+                              strides=[stride, stride])
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    expected = run_onnxruntime(model, x)
+    y = nc.load_onnx(model, batch=2)(x)
+    assert y.shape == expected.shape
+    assert relative_error(y, expected) < 1e-5
+
+
+@pytest.mark.parametrize("attrs", [
+    {"output_shape": [12, 14]}, {"output_shape": [13, 15]}, {"output_shape": [16, 16], "output_padding": [1, 0]},
+    {"output_shape": [14, 13], "auto_pad": "SAME_UPPER"}, {"output_shape": [14, 13], "auto_pad": "SAME_LOWER"},
+    {"pads": [0, 1, 2, 0]}])
+def test_onnx_conv_transpose_output_shape_and_asymmetric_pads(attrs, rng):
+    model = single_node_model("ConvTranspose", [1, 3, 7, 7], {"w": rng.standard_normal((3, 2, 3, 3))},
+                              strides=[2, 2], **attrs)
+    x = rng.standard_normal((1, 3, 7, 7)).astype(np.float32)
+    expected = run_onnxruntime(model, x)
+    y = nc.load_onnx(model)(x)
+    assert y.shape == expected.shape
+    assert relative_error(y, expected) < 1e-5
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_onnx_pool_auto_pad_matches_onnxruntime(op, auto_pad, rng):
+    model = single_node_model(op, [1, 3, 11, 10], {}, kernel_shape=[2, 3], strides=[2, 2], auto_pad=auto_pad)
+    x = rng.standard_normal((1, 3, 11, 10)).astype(np.float32)
+    expected = run_onnxruntime(model, x)
+    y = nc.load_onnx(model)(x)
+    assert y.shape == expected.shape
+    assert relative_error(y, expected) < 1e-6
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda r: single_node_model("MaxPool", [1, 3, 9, 9], {}, kernel_shape=[3, 3], dilations=[2, 2]),
+     r"y \(MaxPool\): MaxPool with dilations \[2, 2\]"),
+    (lambda r: single_node_model("Add", [1, 3, 4, 4], {"b": r.standard_normal((1, 3, 1, 1))}),
+     r"y \(Add\): input 'b' is a constant"),
+    (lambda r: single_node_model("Split", [1, 4, 4, 4], {}, axis=2), r"y \(Split\): Split only along the channels"),
+    (lambda r: single_node_model("Gather", [1, 4, 4, 4], {"i": np.array([1.0])}, axis=1),
+     r"y \(Gather\): Gather on activations"),
+    (lambda r: single_node_model("Transpose", [1, 4, 4, 4], {}, perm=[0, 2, 3, 1]), r"Transpose outside"),
+    (lambda r: onnx_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["x", "r"], ["y"])],
+                          {}, [1, 3, 1, 1], "y", [1, 3, 1, 1]), r"its weight 'r' must be an initializer"),
+])
+def test_onnx_refuses_what_it_cannot_honour(make, message, rng):
+    with pytest.raises(nc.ConvSpecError, match=message):
+        nc.load_onnx(make(rng))
+
+
+def test_onnx_graph_with_two_outputs_is_refused(rng):
+    model = single_node_model("Relu", [1, 3, 4, 4], {})
+    model.graph.output.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, None))
+    with pytest.raises(nc.ConvSpecError, match=r"exactly one output, got \['y', 'x2'\]"):
+        nc.load_onnx(model)
+
+
+def torch_shuffle_net(torch, slicing):
+    """A ShuffleNet v2 stem and two units as PyTorch writes them: chunk or slices, cat, view/transpose shuffle."""
+    nn = torch.nn
+
+    class Unit(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            half = channels // 2
+            self.branch = nn.Sequential(
+                nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(),
+                nn.Conv2d(half, half, 3, padding=1, groups=half, bias=False), nn.BatchNorm2d(half),
+                nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU())
+
+        def forward(self, x):
+            n, c, h, w = x.size()
+            left, right = (x[:, :c // 2], x[:, c // 2:]) if slicing else x.chunk(2, dim=1)
+            y = torch.cat((left, self.branch(right)), 1)
+            return y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+
+    return nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1), nn.ReLU(), Unit(24), Unit(24), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(24, 7))
+
+
+def torch_mobile_net(torch):
+    """ReLU6 (exported as Clip with Constant bounds), a skip connection, hard-swish, dropout, a decoder."""
+    nn = torch.nn
+
+    class InvertedResidual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(16, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6(),
+                nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), nn.BatchNorm2d(64), nn.ReLU6(),
+                nn.Conv2d(64, 16, 1, bias=False), nn.BatchNorm2d(16))
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(), InvertedResidual(),
+                         nn.Hardswish(), nn.Dropout(0.2), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU())
+
+
+@pytest.mark.parametrize("make", [lambda t: torch_shuffle_net(t, False), lambda t: torch_shuffle_net(t, True),
+                                  torch_mobile_net], ids=["shufflenet-chunk", "shufflenet-slices", "mobilenet"])
+@pytest.mark.parametrize("opset", [13, 18])
+def test_torch_exported_model_matches_onnxruntime(make, opset, rng):
+    """torch.onnx.export with a dynamic batch: Constant nodes, shape arithmetic (Shape, Gather, Unsqueeze, ...)."""
+    import io
+    import warnings
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = make(torch).eval()
+    for bn_layer in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn_layer.running_mean.uniform_(-0.5, 0.5)
+        bn_layer.running_var.uniform_(0.5, 1.5)
+    x = rng.standard_normal((2, 3, 32, 30)).astype(np.float32)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(module, (torch.from_numpy(x),), buffer, dynamo=False, opset_version=opset,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    model = onnx.load_from_string(buffer.getvalue())
+    model.ir_version = min(model.ir_version, 8)
+    expected = run_onnxruntime(model, x)
+    net = nc.load_onnx(model, batch=2)
+    assert relative_error(net(x), expected) < 1e-4
+    if make is not torch_mobile_net:  # each unit's split, branch, concat and shuffle became one fused chain
+        assert [step.op for step in net.steps].count("pw-dw-pw") == 2
+
+
 @pytest.mark.parametrize("name,options", [("shufflenet_v1", {"groups": 3}), ("shufflenet_v2", {"width": 0.5}),
                                           ("mobilenet_v2", {"width": 0.5})])
 def test_exported_catalogue_model_runs_the_same_in_onnxruntime(name, options, rng):
