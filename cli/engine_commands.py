@@ -80,7 +80,8 @@ def bench(threads, batch, only, seconds, no_peers, json_path):
 
 @click.command()
 @click.argument("model")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Batch size  [default: the --input's, else 1]")
 @click.option("--resolution", type=click.IntRange(min=8), default=224, show_default=True,
               help="Catalogue models: input size.")
 @click.option("--width", type=float, default=1.0, show_default=True, help="Catalogue models: width multiplier.")
@@ -89,15 +90,18 @@ def bench(threads, batch, only, seconds, no_peers, json_path):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Numba threads (default: all cores).")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A .npy input of the model's shape (default: random).")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Save the network's output to this .npy file.")
 @click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs after warm-up.")
 @click.option("--layers", "show_layers", type=click.IntRange(min=0), default=15, show_default=True,
               help="How many of the slowest layers to list.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def run(model, batch, resolution, width, groups, device, threads, input_path, runs, show_layers, fmt):
+def run(model, batch, resolution, width, groups, device, threads, input_path, output_path, runs, show_layers, fmt):
     """Run inference of a catalogue model (random weights) or an ONNX file, and time it.
 
     Prints latency (median and p90), throughput, the GFLOP/s achieved (FLOPs from the cost model) and the
-    time per layer.  Example: numbaconv run mobilenet_v2 --batch 8 --runs 30
+    time per layer.  Examples: numbaconv run mobilenet_v2 --batch 8 --runs 30;
+    numbaconv run model.onnx --input images.npy --output logits.npy
     """
     import time
 
@@ -112,6 +116,16 @@ def run(model, batch, resolution, width, groups, device, threads, input_path, ru
                                  param_hint="--device")
     if threads:
         numba.set_num_threads(threads)
+    x = None
+    if input_path:
+        try:
+            x = np.load(input_path).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise click.BadParameter(f"is not a readable .npy array: {e}", param_hint="--input") from None
+        if x.ndim < 2:
+            raise click.BadParameter(f"has shape {x.shape}; the model takes (N, C, ...)", param_hint="--input")
+        batch = batch or x.shape[0]
+    batch = batch or 1
     try:
         if model.lower().endswith(".onnx"):
             from numbaconv.onnx_import import load_onnx
@@ -121,15 +135,15 @@ def run(model, batch, resolution, width, groups, device, threads, input_path, ru
     except ConvSpecError as e:
         raise click.BadParameter(str(e), param_hint="MODEL") from None
     shape = net.graph.input.shape
-    if input_path:
-        x = np.load(input_path).astype(np.float32)
-        if x.shape != shape:
-            raise click.BadParameter(f"has shape {x.shape}, the model takes {shape}", param_hint="--input")
-    else:
+    if x is None:
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    elif x.shape != shape:
+        raise click.BadParameter(f"has shape {x.shape}, the model takes {shape}", param_hint="--input")
     start = time.perf_counter()
-    net(x)  # compiles (or loads from the cache) every kernel the model needs
+    y = net(x)  # compiles (or loads from the cache) every kernel the model needs
     first = time.perf_counter() - start
+    if output_path:
+        np.save(output_path, y)
     for step in net.steps:
         step.seconds.clear()
     times = []
@@ -148,13 +162,14 @@ def run(model, batch, resolution, width, groups, device, threads, input_path, ru
     summary = {"model": net.graph.name, "input_shape": list(shape), "output_shape": list(y.shape),
                "threads": numba.get_num_threads(), "first_call_s": first, "latency_median_ms": 1e3 * median,
                "latency_p90_ms": 1e3 * p90, "throughput_per_s": batch / median, "flops": total.flops,
-               "macs": total.macs, "gflops": total.flops / median / 1e9, "layers": rows}
+               "macs": total.macs, "gflops": total.flops / median / 1e9, "layers": rows,
+               **({"output_path": output_path} if output_path else {})}
     if fmt == "json":
         import json
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"{net.graph.name}: input {'x'.join(map(str, shape))}, {numba.get_num_threads()} threads, "
-               f"first call {first:.2f} s")
+               f"first call {first:.2f} s" + (f"; output {tuple(y.shape)} saved to {output_path}" if output_path else ""))
     click.echo(f"latency median {1e3 * median:.2f} ms, p90 {1e3 * p90:.2f} ms; throughput {batch / median:.1f} "
                f"images/s; {total.flops / median / 1e9:.1f} GFLOP/s ({total.macs / 1e6:.0f}M MACs per run)")
     share = sum(r["median_ms"] for r in rows)

@@ -111,6 +111,31 @@ def test_run_command_json_and_table():
     assert "latency median" in table and "images/s" in table
 
 
+def test_run_onnx_file_on_an_input_file_saves_the_output(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 9, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              tmp_path / "small.onnx")
+    x = rng.standard_normal((3, 3, 9, 7)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = invoke("run", str(tmp_path / "small.onnx"), "--input", str(tmp_path / "x.npy"), "--output",
+                    str(tmp_path / "y.npy"), "--runs", "1", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["output_shape"] == [3, 4, 9, 7]  # the batch taken from the input
+    expected = np.maximum(sum(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))[:, None, :, i:i + 9, j:j + 7]
+                              * weight[None, :, :, i, j, None, None] for i in range(3) for j in range(3)).sum(2), 0)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-4)
+    bad = run_cli("run", str(tmp_path / "small.onnx"), "--input", str(tmp_path / "x.npy"), "--batch", "2")
+    assert bad.returncode == 2 and "--input" in bad.stderr and "(2, 3, 9, 7)" in bad.stderr
+
+
 def test_run_rejects_unknown_model_and_cuda_networks():
     assert run_cli("run", "alexnet").returncode == 2
     result = run_cli("run", "resnet18", "--device", "cuda")
