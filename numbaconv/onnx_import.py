@@ -3,8 +3,8 @@
 Supported: Conv and ConvTranspose (explicit pads, every auto_pad, ConvTranspose's output_shape),
 BatchNormalization, Relu, Clip, HardSwish, Add (of two tensors of one shape), Concat, Split and Slice (along
 the channels), Reshape + Transpose + Reshape (the channel-shuffle pattern), Flatten, Reshape to (N, -1),
-MaxPool, AveragePool, GlobalAveragePool, Gemm, Constant, HardSigmoid times its input (hard-swish before opset
-14), and Identity and Dropout (inference: pass-through).
+MaxPool, AveragePool, GlobalAveragePool (or ReduceMean over the spatial axes), Gemm, Constant, HardSigmoid
+times its input (hard-swish before opset 14), and Identity and Dropout (inference: pass-through).
 Shape arithmetic (Shape, Gather, Unsqueeze, Squeeze, Cast, Div, Mul, Sub, and Add, Concat or Slice of
 constants) is evaluated at load time, as exporters emit it for a dynamic batch.  Anything else is refused
 with one error naming every unsupported node, and so is an attribute numbaconv cannot honour (a dilated
@@ -24,7 +24,7 @@ from .spec import ConvSpecError
 
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "HardSwish", "Add", "Concat",
              "Split", "Slice", "Reshape", "Transpose", "Flatten", "MaxPool", "AveragePool", "GlobalAveragePool",
-             "Gemm", "Constant", "Identity", "Dropout", "HardSigmoid")
+             "ReduceMean", "Gemm", "Constant", "Identity", "Dropout", "HardSigmoid")
 # Evaluated at load time on constants and static shapes only (what an exporter's shape arithmetic uses).
 FOLDED = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Div", "Mul", "Sub")
 
@@ -171,10 +171,17 @@ def load_onnx(model: Any, batch: int = 1, dtype: Any = np.float32):
             else:
                 y = builder.avgpool(x, kernel, stride, padding, bool(attrs.get("ceil_mode", 0)),
                                     bool(attrs.get("count_include_pad", 0)), name=node.name or None)
-        elif op == "GlobalAveragePool":
+        elif op in ("GlobalAveragePool", "ReduceMean"):
+            if op == "ReduceMean":
+                axes = attrs.get("axes") or (_constant(node, 1, inits, "axes").tolist() if len(node.input) > 1
+                                             and node.input[1] else None)
+                if axes is None or sorted(a % len(x.shape) for a in axes) != list(range(2, len(x.shape))):
+                    raise UnsupportedOnnxError(f"{_name(node)}: ReduceMean only over the spatial axes "
+                                               f"{list(range(2, len(x.shape)))}, got {axes}")
             # ONNX keeps (N, C, 1, 1); numbaconv's (N, C) flattens the same, and Shape reports ONNX's
             y = builder.global_avgpool(x, name=node.name or None)
-            keep_dims[node.output[0]] = (*x.shape[:2], *(1,) * (len(x.shape) - 2))
+            if op == "GlobalAveragePool" or attrs.get("keepdims", 1):
+                keep_dims[node.output[0]] = (*x.shape[:2], *(1,) * (len(x.shape) - 2))
         elif op == "Gemm":
             if attrs.get("transA", 0):
                 raise UnsupportedOnnxError(f"{_name(node)}: Gemm with transA=1 (its input is the activations)")

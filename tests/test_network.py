@@ -289,8 +289,8 @@ def torch_shuffle_net(torch, slicing):
                          nn.Flatten(), nn.Linear(24, 7))
 
 
-def torch_mobile_net(torch):
-    """ReLU6 (exported as Clip with Constant bounds), a skip connection, hard-swish, dropout, a decoder."""
+def torch_mobile_net(torch, keepdim):
+    """ReLU6 (exported as Clip with Constant bounds), a skip connection, hard-swish, dropout, a decoder, a mean."""
     nn = torch.nn
 
     class InvertedResidual(nn.Module):
@@ -304,14 +304,24 @@ def torch_mobile_net(torch):
         def forward(self, x):
             return x + self.body(x)
 
+    class Head(nn.Module):
+        def __init__(self, keepdim):
+            super().__init__()
+            self.keepdim, self.fc = keepdim, nn.Linear(8, 5)
+
+        def forward(self, x):
+            return self.fc(x.mean((2, 3), keepdim=self.keepdim).reshape(x.size(0), -1))
+
     return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(), InvertedResidual(),
-                         nn.Hardswish(), nn.Dropout(0.2), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.ReLU())
+                         nn.Dropout(0.2), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.Hardswish(), Head(keepdim))
 
 
-@pytest.mark.parametrize("make", [lambda t: torch_shuffle_net(t, False), lambda t: torch_shuffle_net(t, True),
-                                  torch_mobile_net], ids=["shufflenet-chunk", "shufflenet-slices", "mobilenet"])
+@pytest.mark.parametrize("make,chains", [
+    (lambda t: torch_shuffle_net(t, False), 2), (lambda t: torch_shuffle_net(t, True), 2),
+    (lambda t: torch_mobile_net(t, False), 1), (lambda t: torch_mobile_net(t, True), 1)],
+    ids=["shufflenet-chunk", "shufflenet-slices", "mobilenet", "mobilenet-keepdim"])
 @pytest.mark.parametrize("opset", [13, 18])
-def test_torch_exported_model_matches_onnxruntime(make, opset, rng):
+def test_torch_exported_model_matches_onnxruntime(make, chains, opset, rng):
     """torch.onnx.export with a dynamic batch: Constant nodes, shape arithmetic (Shape, Gather, Unsqueeze, ...)."""
     import io
     import warnings
@@ -332,8 +342,8 @@ def test_torch_exported_model_matches_onnxruntime(make, opset, rng):
     expected = run_onnxruntime(model, x)
     net = nc.load_onnx(model, batch=2)
     assert relative_error(net(x), expected) < 1e-4
-    if make is not torch_mobile_net:  # each unit's split, branch, concat and shuffle became one fused chain
-        assert [step.op for step in net.steps].count("pw-dw-pw") == 2
+    # each ShuffleNet unit's split, branch, concat and shuffle, and the inverted residual, became one fused chain
+    assert [step.op for step in net.steps].count("pw-dw-pw") == chains
 
 
 @pytest.mark.parametrize("name,options", [("shufflenet_v1", {"groups": 3}), ("shufflenet_v2", {"width": 0.5}),
