@@ -150,6 +150,8 @@ class Network:
                     if convs[-1] is None:
                         return None
             clamps = tuple(_clamp_bounds(a) for a in acts)
+            if clamps[2] == "unsupported":  # hard-swish after the projection: a step of its own after the chain
+                acts[2], clamps = None, (*clamps[:2], None)
             groups = shuffle.attrs["groups"] if shuffle is not None else 0
             if "unsupported" in clamps or chain_fits(*(c.attrs["spec"] for c in convs), clamps, groups):
                 return None

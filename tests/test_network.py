@@ -313,7 +313,8 @@ def torch_mobile_net(torch, keepdim):
             return self.fc(x.mean((2, 3), keepdim=self.keepdim).reshape(x.size(0), -1))
 
     return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(), InvertedResidual(),
-                         nn.Dropout(0.2), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.Hardswish(), Head(keepdim))
+                         nn.Hardswish(), nn.Dropout(0.2), nn.ConvTranspose2d(16, 8, 4, 2, 1), nn.Hardswish(),
+                         Head(keepdim))
 
 
 @pytest.mark.parametrize("make,chains", [
