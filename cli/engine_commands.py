@@ -168,8 +168,9 @@ def run(model, batch, resolution, width, groups, device, threads, input_path, ou
         import json
         click.echo(json.dumps(summary, indent=2))
         return
+    saved = f"; output {tuple(y.shape)} saved to {output_path}" if output_path else ""
     click.echo(f"{net.graph.name}: input {'x'.join(map(str, shape))}, {numba.get_num_threads()} threads, "
-               f"first call {first:.2f} s" + (f"; output {tuple(y.shape)} saved to {output_path}" if output_path else ""))
+               f"first call {first:.2f} s{saved}")
     click.echo(f"latency median {1e3 * median:.2f} ms, p90 {1e3 * p90:.2f} ms; throughput {batch / median:.1f} "
                f"images/s; {total.flops / median / 1e9:.1f} GFLOP/s ({total.macs / 1e6:.0f}M MACs per run)")
     share = sum(r["median_ms"] for r in rows)

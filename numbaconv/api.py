@@ -55,8 +55,8 @@ def channels_last(layout: str | None) -> bool:
         return True
     if name in ("CHANNELS_FIRST", "NCL", "NCW", "NCHW", "NCDHW"):
         return False
-    raise ValueError(f"layout must be NCL/NCHW/NCDHW, NLC/NHWC/NDHWC (NCW/NWC for 1D), 'channels_first' or 'channels_last', "
-                     f"got {layout!r}")
+    raise ValueError(f"layout must be NCL/NCHW/NCDHW, NLC/NHWC/NDHWC (NCW/NWC for 1D), 'channels_first' or "
+                     f"'channels_last', got {layout!r}")
 
 
 def _batched(x: np.ndarray, ndim: int, last: bool) -> tuple[np.ndarray, bool]:

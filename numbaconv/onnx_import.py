@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .graph import GraphBuilder, Tensor
-from .spec import ConvSpecError
+from .spec import ConvSpecError, same_padding
 
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "HardSwish", "Add", "Concat",
              "Split", "Slice", "Reshape", "Transpose", "Flatten", "MaxPool", "AveragePool", "GlobalAveragePool",
@@ -173,8 +173,7 @@ def load_onnx(model: Any, batch: int = 1, dtype: Any = np.float32):
                                     bool(attrs.get("count_include_pad", 0)), name=node.name or None)
         elif op in ("GlobalAveragePool", "ReduceMean"):
             if op == "ReduceMean":
-                axes = attrs.get("axes") or (_constant(node, 1, inits, "axes").tolist() if len(node.input) > 1
-                                             and node.input[1] else None)
+                axes = _axes(node, attrs, inits)
                 if axes is None or sorted(a % len(x.shape) for a in axes) != list(range(2, len(x.shape))):
                     raise UnsupportedOnnxError(f"{_name(node)}: ReduceMean only over the spatial axes "
                                                f"{list(range(2, len(x.shape)))}, got {axes}")
@@ -200,7 +199,7 @@ def load_onnx(model: Any, batch: int = 1, dtype: Any = np.float32):
         raise UnsupportedOnnxError(f"the graph's output {graph.output[0].name!r} is a constant, not computed from "
                                    f"its input")
     output = values[graph.output[0].name]
-    if isinstance(output, (_ShuffleStep, _HardSigmoid)):
+    if isinstance(output, _PARTIAL):
         output.refuse()
     return Network(builder.build(output), params, dtype)
 
@@ -212,7 +211,7 @@ def _name(node) -> str:
 def _tensor(node, position: int, values: dict, inits: dict) -> Tensor:
     """The activation tensor feeding ``node.input[position]``."""
     name = node.input[position]
-    if isinstance(values.get(name), (_ShuffleStep, _HardSigmoid)):
+    if isinstance(values.get(name), _PARTIAL):
         values[name].refuse()
     if name in values:
         return values[name]
@@ -249,23 +248,32 @@ def _constant_value(node, attrs: dict) -> np.ndarray:
     raise UnsupportedOnnxError(f"{_name(node)}: a Constant holding {sorted(attrs)} (only dense values)")
 
 
+def _auto_pad(attrs: dict) -> str:
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    return auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+
+
+def _axes(node, attrs: dict, inits: dict) -> list[int] | None:
+    """A Squeeze/Unsqueeze/ReduceMean node's axes: an attribute before opsets 13/18, an input after."""
+    if "axes" in attrs:
+        return list(attrs["axes"])
+    if len(node.input) > 1 and node.input[1]:
+        return _constant(node, 1, inits, "axes").reshape(-1).tolist()
+    return None
+
+
 def _padding(node, attrs: dict, in_spatial, kernel, stride, dilation) -> tuple[tuple[int, int], ...]:
     """Per-dim (before, after) padding of a Conv or pool from ``pads`` or ``auto_pad``.
 
     SAME_UPPER and SAME_LOWER give ceil(L / s) outputs; an odd total goes after (UPPER) or before (LOWER).
     """
     nd = len(kernel)
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = _auto_pad(attrs)
     if auto_pad == "VALID":
         return ((0, 0),) * nd
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pairs = []
-        for length, k, s, d in zip(in_spatial, kernel, stride, dilation):
-            total = max((-(-length // s) - 1) * s + d * (k - 1) + 1 - length, 0)
-            small, large = total // 2, total - total // 2
-            pairs.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
-        return tuple(pairs)
+        effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        return same_padding(in_spatial, stride, effective, odd_after=auto_pad == "SAME_UPPER")
     if auto_pad != "NOTSET":
         raise UnsupportedOnnxError(f"{_name(node)}: auto_pad {auto_pad!r}")
     pads = list(attrs.get("pads", [0] * 2 * nd))
@@ -285,8 +293,7 @@ def _conv_padding(node, attrs: dict, in_spatial, kernel, transposed: bool):
     if not transposed:
         return _padding(node, attrs, in_spatial, kernel, stride, dilation), 0
     output_padding = list(attrs.get("output_padding", [0] * nd))
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = _auto_pad(attrs)
     target = list(attrs.get("output_shape", []))[-nd:]
     grow = bool(target)
     if not target and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -307,7 +314,7 @@ def _conv_padding(node, attrs: dict, in_spatial, kernel, transposed: bool):
 def _squeezes_spatial(node, attrs: dict, inits: dict, keep_dims: dict) -> bool:
     """True when a Squeeze drops exactly the unit spatial dims that a GlobalAveragePool kept."""
     rank = len(keep_dims[node.input[0]])
-    axes = attrs.get("axes") or (_constant(node, 1, inits, "axes").tolist() if len(node.input) > 1 else None)
+    axes = _axes(node, attrs, inits)
     return axes is None or sorted(a % rank for a in axes) == list(range(2, rank))
 
 
@@ -390,6 +397,10 @@ class _HardSigmoid:
         raise UnsupportedOnnxError(f"{_name(self.node)}: HardSigmoid only as hard-swish, x * HardSigmoid(x)")
 
 
+# Values standing for the first steps of a pattern whose last step makes a graph op; any other use is refused.
+_PARTIAL = (_ShuffleStep, _HardSigmoid)
+
+
 def _hard_swish_input(node, values: dict) -> Tensor | None:
     """x when ``node`` is Mul(x, HardSigmoid(x)) in either order."""
     a, b = (values.get(name) for name in node.input)
@@ -417,7 +428,7 @@ def _fold(node, attrs: dict, inits: dict, values: dict, keep_dims: dict) -> np.n
     if op == "Gather":
         return np.take(args[0], args[1], axis=attrs.get("axis", 0))
     if op in ("Unsqueeze", "Squeeze"):
-        axes = attrs.get("axes", args[1].tolist() if len(args) > 1 and args[1] is not None else None)
+        axes = _axes(node, attrs, inits)
         if op == "Squeeze":
             return np.squeeze(args[0], axis=None if axes is None else tuple(axes))
         out = args[0]

@@ -78,6 +78,18 @@ def normalize_padding(padding: Any, ndim: int) -> str | tuple[tuple[int, int], .
     return pairs
 
 
+
+def same_padding(in_spatial: Sequence[int], stride: Sequence[int], effective_kernel: Sequence[int],
+                 odd_after: bool = True) -> tuple[tuple[int, int], ...]:
+    """Per-dim (before, after) padding that gives ceil(L / s) outputs (TensorFlow's 'same', ONNX's SAME_UPPER);
+    ``odd_after=False`` puts an odd total's extra element before (ONNX's SAME_LOWER)."""
+    pairs = []
+    for length, s, ke in zip(in_spatial, stride, effective_kernel):
+        total = max((math.ceil(length / s) - 1) * s + ke - length, 0)
+        small, large = total // 2, total - total // 2
+        pairs.append((small, large) if odd_after else (large, small))
+    return tuple(pairs)
+
 @dataclass(frozen=True)
 class ConvSpec:
     """A convolution layer, normalized and validated on construction.
@@ -161,11 +173,7 @@ class ConvSpec:
         """
         if self.padding != "same":
             return self.padding
-        pairs = []
-        for length, s, ke in zip(in_spatial, self.stride, self.effective_kernel):
-            total = max((math.ceil(length / s) - 1) * s + ke - length, 0)
-            pairs.append((total // 2, total - total // 2))
-        return tuple(pairs)
+        return same_padding(in_spatial, self.stride, self.effective_kernel)
 
     def output_spatial(self, in_spatial: Sequence[int]) -> tuple[int, ...]:
         """Output spatial size for an input spatial size; raises ConvSpecError when it would be empty."""
